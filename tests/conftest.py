@@ -1,0 +1,51 @@
+import os
+
+import pytest
+
+# Tests never touch the hub; loaded evaluate/lm-eval modules are cached under a temp HF_HOME.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hf_home(tmp_path_factory):
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from lora_tsd.tiny import make_tokenizer
+
+    return make_tokenizer()
+
+
+@pytest.fixture
+def tiny_model():
+    from lora_tsd.tiny import make_llama
+
+    return make_llama(vocab_size=1000, seed=0)
+
+
+TRAIN_CFG = {
+    "steps": 40, "batch_size": 4, "lr": 1e-2, "warmup_steps": 2, "weight_decay": 0.0,
+    "max_length": 64, "lora_alpha_ratio": 2, "lora_dropout": 0.1, "checkpoint_every": 5,
+}
+
+
+@pytest.fixture
+def train_cfg():
+    return dict(TRAIN_CFG)
+
+
+@pytest.fixture(scope="session")
+def examples():
+    """A small multiple-choice set with a learnable rule (the answer repeats the question's colour)."""
+    colours = ["red", "blue", "green", "yellow"]
+    out = []
+    for i in range(24):
+        c = colours[i % 4]
+        choices = [colours[(k + i // 4) % 4] for k in range(4)]
+        out.append({"query": f"Question: the sky is {c}. Which colour?\nAnswer:", "choices": choices,
+                    "gold": choices.index(c)})
+    return out

@@ -1,0 +1,96 @@
+import pytest
+import torch
+from peft import PeftModel
+
+from lora_tsd import methods, train
+from lora_tsd.tiny import make_llama
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+
+
+def _attach(model, cfg, rank=4):
+    return methods.attach("lora", model, rank, cfg, TARGETS)
+
+
+def _ids(tokenizer):
+    return tokenizer(["Question: the sky is red. Which colour?\nAnswer: red"], return_tensors="pt")["input_ids"]
+
+
+def test_lora_trainable_parameter_count_matches_formula(tiny_model, train_cfg):
+    rank = 4
+    expected = 0
+    for name, mod in tiny_model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] in TARGETS:
+            expected += rank * (mod.in_features + mod.out_features)
+    model = _attach(tiny_model, train_cfg, rank)
+    assert methods.trainable_parameters(model) == expected
+    assert expected == 2 * rank * ((64 + 64) * 3 + (64 + 128) + (128 + 64))
+
+
+def test_lora_leaves_output_unchanged_at_init(tiny_model, train_cfg, tokenizer):
+    ids = _ids(tokenizer)
+    with torch.no_grad():
+        before = tiny_model(ids).logits.clone()
+        after = _attach(tiny_model, train_cfg).eval()(ids).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_training_reduces_loss(tiny_model, train_cfg, tokenizer, examples):
+    model = _attach(tiny_model, train_cfg)
+    log = train.fit(model, tokenizer, examples, train_cfg, seed=0)
+    first, last = sum(log["losses"][:5]) / 5, sum(log["losses"][-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+    assert log["steps"] == train_cfg["steps"] and log["tokens_per_s"] > 0
+
+
+def test_batch_order_is_a_pure_function_of_seed_and_step():
+    a = [train.batch_indices(10, 3, seed=1, step=s) for s in range(6)]
+    b = [train.batch_indices(10, 3, seed=1, step=s) for s in range(6)]
+    assert a == b
+    epoch0 = sum(a[:3], [])
+    assert len(set(epoch0)) == 9  # no repeats within an epoch
+    assert train.batch_indices(10, 3, seed=2, step=0) != a[0]
+
+
+def test_resume_gives_the_same_losses_and_weights(train_cfg, tokenizer, examples, tmp_path):
+    cfg = {**train_cfg, "steps": 12, "checkpoint_every": 4}
+    straight = _attach(make_llama(vocab_size=1000), cfg)
+    full = train.fit(straight, tokenizer, examples, cfg, seed=3)
+
+    ckpt = tmp_path / "state.pt"
+    first = _attach(make_llama(vocab_size=1000), cfg)
+    train.fit(first, tokenizer, examples, cfg, seed=3, ckpt=ckpt, stop_after=6)
+    assert ckpt.exists()
+    torch.manual_seed(1234)  # the resumed run must not depend on the RNG state it starts with
+    second = _attach(make_llama(vocab_size=1000), cfg)
+    resumed = train.fit(second, tokenizer, examples, cfg, seed=3, ckpt=ckpt)
+    assert resumed["resumed_from_step"] == 6
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-5, abs=1e-6)
+    for (n, p), (_, q) in zip(straight.named_parameters(), second.named_parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_checkpoint_of_another_config_is_ignored(train_cfg, tokenizer, examples, tmp_path):
+    ckpt = tmp_path / "state.pt"
+    cfg = {**train_cfg, "steps": 6, "checkpoint_every": 2}
+    train.fit(_attach(make_llama(vocab_size=1000), cfg), tokenizer, examples, cfg, seed=0, ckpt=ckpt, stop_after=2)
+    other = {**cfg, "lr": cfg["lr"] / 2}
+    log = train.fit(_attach(make_llama(vocab_size=1000), other), tokenizer, examples, other, seed=0, ckpt=ckpt)
+    assert log["resumed_from_step"] == 0 and log["steps"] == 6
+
+
+def test_merged_unmerged_and_reloaded_adapter_agree(train_cfg, tokenizer, examples, tmp_path):
+    cfg = {**train_cfg, "steps": 5}
+    model = _attach(make_llama(vocab_size=1000), cfg)
+    train.fit(model, tokenizer, examples, cfg, seed=0)
+    ids = _ids(tokenizer)
+    with torch.no_grad():
+        unmerged = model(ids).logits
+        base_logits = make_llama(vocab_size=1000)(ids).logits
+    assert not torch.allclose(unmerged, base_logits, atol=1e-4)  # training changed the model
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(make_llama(vocab_size=1000), str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids).logits, unmerged, rtol=1e-5, atol=1e-5)
+        merged = reloaded.merge_and_unload()(ids).logits
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,21 @@
+# One grid cell's training: method adapter on the base model, saved in peft's format.
+
+
+rule train:
+    input:
+        model=model_input,
+        data="resources/data/{task}",
+    output:
+        adapter=directory(RUN + "/adapter"),
+        metrics=RUN + "/train.json",
+    params:
+        model_name=model_name,
+        model_source=model_source,
+        train=config["train"],
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        RUN + "/train.log",
+    script:
+        "../scripts/train.py"

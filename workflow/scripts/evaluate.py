@@ -1,0 +1,19 @@
+# Snakemake script: score a trained cell (or the base model) on the held-out split.
+import json
+import sys
+from pathlib import Path
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from lora_tsd import evaluation
+
+w = snakemake.wildcards
+run_info = {"method": "base"}
+adapter = snakemake.input.get("adapter")
+if adapter:
+    train = json.loads(Path(snakemake.input.train).read_text())
+    run_info = {"method": w.method, "rank": int(w.rank), "seed": int(w.seed), "adapter": adapter,
+                "train": {k: v for k, v in train.items() if k not in ("losses", "packages")}}
+evaluation.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
+               Path(snakemake.input.data) / "test.jsonl", adapter, dict(snakemake.params.eval),
+               snakemake.output[0], run_info, threads=snakemake.threads)

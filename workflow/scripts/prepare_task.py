@@ -1,0 +1,11 @@
+# Snakemake script: normalise one task and carve its train/test split.
+import sys
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from lora_tsd import data
+
+raw = snakemake.input.raw[0] if snakemake.input.raw else None
+manifest = data.prepare(snakemake.wildcards.task, snakemake.params.source, snakemake.params.split,
+                        snakemake.output[0], raw=raw)
+print(manifest)
