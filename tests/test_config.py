@@ -1,0 +1,81 @@
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lora_tsd.config import ConfigError, check
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "configs/smoke.yaml"])
+def test_shipped_configs_are_valid(path):
+    check(yaml.safe_load((ROOT / path).read_text()), SCHEMA)
+
+
+def _error(**changes) -> str:
+    cfg = copy.deepcopy(DEFAULT)
+    for key, value in changes.items():
+        cfg[key] = value
+    with pytest.raises(ConfigError) as err:
+        check(cfg, SCHEMA)
+    return str(err.value)
+
+
+def test_unknown_method_names_key_value_and_allowed():
+    msg = _error(methods=["lora", "lorra"])
+    assert "methods[1]" in msg and "'lorra'" in msg and "allowed values: lora" in msg
+
+
+def test_rank_zero_is_rejected():
+    msg = _error(ranks=[4, 0])
+    assert "ranks[1]" in msg and "0 is less than the minimum of 1" in msg
+
+
+def test_unknown_task_lists_known_tasks():
+    msg = _error(tasks=["arc_eesy"])
+    assert "tasks[0]" in msg and "'arc_eesy'" in msg and "arc_easy" in msg and "winogrande" in msg
+
+
+def test_unknown_model_lists_embedded_models_and_hub_ids():
+    msg = _error(models=["gpt5"])
+    assert "models[0]" in msg and "'gpt5'" in msg and "smollm2-135m-instruct" in msg and "hub id" in msg
+
+
+def test_hub_ids_are_accepted_without_network():
+    check({**DEFAULT, "models": ["HuggingFaceTB/SmolLM2-135M"]}, SCHEMA)
+
+
+def test_encoder_model_on_a_causal_task_is_rejected():
+    msg = _error(models=["all-minilm-l6-v2"])
+    assert "arc_easy" in msg and "causal" in msg and "encoder" in msg
+
+
+def test_misspelt_key_and_bad_type_are_rejected():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["train"]["lr"] = "fast"
+    cfg["seedz"] = [0]
+    with pytest.raises(ConfigError) as err:
+        check(cfg, SCHEMA)
+    assert "train.lr" in str(err.value) and "'fast'" in str(err.value) and "seedz" in str(err.value)
+
+
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
+    bad = {**DEFAULT, "methods": ["lorra"], "ranks": [0]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+         "--configfile", str(tmp_path / "bad.yaml")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "methods[0]" in proc.stderr and "'lorra'" in proc.stderr and "allowed values: lora" in proc.stderr
+    assert "ranks[0]" in proc.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
