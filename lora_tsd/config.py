@@ -61,10 +61,25 @@ def _registry_problems(config: dict) -> list[str]:
     return problems
 
 
+def _consistency_problems(config: dict) -> list[str]:
+    problems = []
+    dashing = {"lora_dash", "lora_tsd"} & set(config.get("methods", []))
+    steps = config.get("train", {}).get("steps")
+    t = config.get("tsd", {}).get("dash_t", 100)
+    if dashing and isinstance(steps, int) and isinstance(t, (int, float)) and t >= 1 and t >= steps:
+        problems.append(
+            f"config key 'tsd.dash_t': {t} is not below train.steps ({steps}), so {sorted(dashing)} would "
+            f"never switch; allowed values: 0 <= dash_t < {steps}, or a fraction below 1"
+        )
+    return problems
+
+
 def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Raise ConfigError listing every problem; return None when the config is usable."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = _schema_problems(config, schema) + _registry_problems(config)
+    if not problems:
+        problems = _consistency_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 

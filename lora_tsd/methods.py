@@ -1,11 +1,112 @@
-"""Method registry: a method is a name and how to build its adapter on a base model.
-Later methods (TSD methods, baselines) are entries here, not new code paths."""
+"""Method registry: a method is a name, how to build its peft adapter, and optional hooks
+(set-up after the adapter is attached, a call after every optimizer step, export). New
+methods are entries here, not new code paths in training or the workflow."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from peft import LoraConfig, get_peft_model
+
+from . import dash, export, lora_init, tsd
+
+
+@dataclass
+class Context:
+    """What hooks may use: options, the step budget, the SVD cache, and two callables from
+    the training loop (a plain-LoRA warm-up of n steps, and n training batches)."""
+
+    train: dict
+    tsd: dict
+    total_steps: int
+    cache: tsd.SVDCache
+    warmup: Callable[[object, int], dict] | None = None
+    batches: Callable[[int], list] | None = None
+    svd_dtype: torch.dtype = torch.float32
+    analysis: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    _svd: dict = field(default_factory=dict)
+
+    def svd_of(self, name: str, layer) -> tsd.SVD:
+        """SVD of a layer's original weight, memoised for the run and cached on disk."""
+        if name not in self._svd:
+            self._svd[name] = self.cache.get(export.original_weight(layer), self.svd_dtype)
+        return self._svd[name]
+
+    def steps(self, value: float) -> int:
+        """An option given as steps (>= 1) or as a fraction of the run (< 1)."""
+        return int(value) if value >= 1 else int(round(value * self.total_steps))
+
+
+class Hooks:
+    """Plain LoRA: nothing beyond peft."""
+
+    exports_via_factors = False
+
+    def setup(self, model, ctx: Context) -> None:
+        pass
+
+    def after_step(self, model, step: int, ctx: Context) -> None:
+        pass
+
+
+class DashHooks(Hooks):
+    """LoRA-Dash: pre-launch as plain LoRA for t optimizer steps, then the dash phase."""
+
+    exports_via_factors = True
+
+    def setup(self, model, ctx):
+        dash.attach(model, int(ctx.tsd["dash_s"]))
+
+    def after_step(self, model, step, ctx):
+        if step == ctx.steps(ctx.tsd["dash_t"]) and not dash.is_active(model):
+            t0 = time.perf_counter()
+            ctx.analysis["switch"] = dash.switch(model, ctx.svd_of, export.effective_factors)
+            ctx.timings["switch_s"] = time.perf_counter() - t0
+            ctx.timings["switch_step"] = step
+            print(f"[lora-dash] switched at step {step}: {len(ctx.analysis['switch'])} layers, "
+                  f"{ctx.timings['switch_s']:.2f} s; {ctx.cache.report()}")
+
+
+class InitHooks(Hooks):
+    """LoRA-Init: estimate the task change, then initialise A and B from the top-r TSDs."""
+
+    exports_via_factors = True
+
+    def setup(self, model, ctx):
+        t0 = time.perf_counter()
+        n = ctx.steps(ctx.tsd["init_steps"])
+        if ctx.tsd["init_estimate"] == "warmup":
+            ctx.warmup(model, n)
+            rates = lora_init.warmup_rates(model, ctx.svd_of)
+        else:
+            rates = lora_init.gradient_rates(model, ctx.batches(n), ctx.svd_of)
+        chosen = lora_init.initialise(model, rates, ctx.svd_of, ctx.tsd["init_scale"],
+                                      ctx.tsd["init_residualise"])
+        ctx.analysis["init"] = {k: {"rates": rates[k].float().cpu(), "indices": v} for k, v in chosen.items()}
+        ctx.timings["init_s"] = time.perf_counter() - t0
+        ctx.timings["init_steps"] = n
+        print(f"[lora-init] {ctx.tsd['init_estimate']} estimate over {n} steps, "
+              f"{ctx.timings['init_s']:.2f} s; {ctx.cache.report()}")
+
+
+class Chain(Hooks):
+    """Hooks run in order (LoRA-TSD = LoRA-Init, then LoRA-Dash)."""
+
+    exports_via_factors = True
+
+    def __init__(self, *parts: Hooks):
+        self.parts = parts
+
+    def setup(self, model, ctx):
+        for part in self.parts:
+            part.setup(model, ctx)
+
+    def after_step(self, model, step, ctx):
+        for part in self.parts:
+            part.after_step(model, step, ctx)
 
 
 @dataclass(frozen=True)
@@ -14,7 +115,8 @@ class Method:
     description: str
     # (rank, train options, target modules) -> peft config
     peft_config: Callable[[int, dict, list[str]], LoraConfig]
-    options: dict = field(default_factory=dict)
+    hooks: Hooks = field(default_factory=Hooks)
+    option_group: str | None = None  # config section the method reads besides `train`
 
 
 def lora_config(rank: int, train: dict, targets: list[str], **extra) -> LoraConfig:
@@ -32,12 +134,18 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in [
         Method("lora", "LoRA (Hu et al. 2021) through peft", lora_config),
+        Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
+               lora_config, DashHooks(), "tsd"),
+        Method("lora_init", "LoRA-Init (Si et al., arXiv v4): A, B initialised from the top-r TSDs",
+               lora_config, InitHooks(), "tsd"),
+        Method("lora_tsd", "LoRA-TSD (Si et al., arXiv v4): LoRA-Init followed by LoRA-Dash",
+               lora_config, Chain(InitHooks(), DashHooks()), "tsd"),
     ]
 }
 
 
 def attach(method: str, model, rank: int, train: dict, targets: list[str]):
-    """Wrap a base model with the method's adapter; returns a peft model."""
+    """Wrap a base model with the method's peft adapter (hooks run later, in training)."""
     spec = METHODS[method]
     return get_peft_model(model, spec.peft_config(rank, train, targets))
 

@@ -15,7 +15,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import atomic, data, methods, models, provenance
+from . import atomic, data, export, methods, models, provenance, tsd
+from .dash import lora_layers
 
 
 def seed_everything(seed: int) -> None:
@@ -47,20 +48,25 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state(model) -> dict:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+def adapter_state(model) -> dict:
+    """Trainable tensors plus the methods' adapter buffers (e.g. LoRA-Dash's selected directions)."""
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: b.detach().clone() for n, b in model.named_buffers() if ".lora_" in n})
+    return state
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list, fingerprint: str):
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list, fingerprint: str,
+                    ctx=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"fingerprint": fingerprint, "step": step, "losses": losses,
-                "trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp)
+                "adapter": adapter_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                "analysis": ctx.analysis if ctx else {}, "timings": ctx.timings if ctx else {}}, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str):
+def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str, ctx=None):
     """Returns (step, losses) from a matching checkpoint, or (0, []) when there is none."""
     if not path.exists():
         return 0, []
@@ -68,13 +74,16 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str):
     if ckpt["fingerprint"] != fingerprint:
         print(f"[train] ignoring checkpoint {path}: it belongs to a different run config")
         return 0, []
-    params = dict(model.named_parameters())
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     with torch.no_grad():
-        for name, value in ckpt["trainable"].items():
-            params[name].copy_(value)
+        for name, value in ckpt["adapter"].items():
+            tensors[name].copy_(value)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     _set_rng_state(ckpt["rng"])
+    if ctx is not None:
+        ctx.analysis.update(ckpt["analysis"])
+        ctx.timings.update(ckpt["timings"])
     print(f"[train] resumed from {path} at step {ckpt['step']}")
     return ckpt["step"], ckpt["losses"]
 
@@ -85,26 +94,34 @@ def peak_memory_mb(device: torch.device) -> dict:
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def make_batch(encoded: list[dict], cfg: dict, seed: int, step: int, pad_id: int, device) -> dict:
+    batch = data.collate([encoded[i] for i in batch_indices(len(encoded), cfg["batch_size"], seed, step)], pad_id)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path | None = None,
-        stop_after: int | None = None, device: torch.device | None = None, amp_dtype=None) -> dict:
-    """Train `model` (already wrapped with its adapter) in place; returns loss curve and timing.
-    `stop_after` ends early without finishing (to test resuming)."""
+        stop_after: int | None = None, device: torch.device | None = None, amp_dtype=None,
+        hooks: methods.Hooks | None = None, ctx: methods.Context | None = None) -> dict:
+    """Train `model` (already wrapped with its adapter, hooks set up) in place; returns the loss
+    curve and timing. `hooks.after_step` runs after every optimizer step (and once before the
+    first, for switches at step 0). `stop_after` ends early without finishing (to test resuming)."""
     device = device or torch.device("cpu")
+    hooks = hooks or methods.Hooks()
     encoded = [data.encode_example(tokenizer, ex, cfg["max_length"]) for ex in examples]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scheduler = get_linear_schedule_with_warmup(optimizer, cfg["warmup_steps"], cfg["steps"])
-    fingerprint = provenance.config_hash({"cfg": cfg, "seed": seed, "n": len(encoded)})
-    start, losses = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint) if ckpt else (0, [])
+    fingerprint = provenance.config_hash({"cfg": cfg, "seed": seed, "n": len(encoded),
+                                          "tsd": ctx.tsd if ctx else None})
+    start, losses = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint, ctx) if ckpt else (0, [])
     if start == 0:
         seed_everything(seed)
+    hooks.after_step(model, start, ctx)
     model.train()
     tokens, t0 = 0, time.perf_counter()
     bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="train", mininterval=2)
     for step in bar:
-        batch = data.collate([encoded[i] for i in batch_indices(len(encoded), cfg["batch_size"], seed, step)],
-                             tokenizer.pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = make_batch(encoded, cfg, seed, step, tokenizer.pad_token_id, device)
         autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
         with autocast:
             loss = model(**batch).loss
@@ -116,8 +133,9 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
         tokens += int(batch["attention_mask"].sum())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         done = step + 1
+        hooks.after_step(model, done, ctx)
         if ckpt and (done % cfg.get("checkpoint_every", 25) == 0 or done == stop_after) and done < cfg["steps"]:
-            save_checkpoint(ckpt, model, optimizer, scheduler, done, losses, fingerprint)
+            save_checkpoint(ckpt, model, optimizer, scheduler, done, losses, fingerprint, ctx)
         if stop_after is not None and done >= stop_after:
             break
     elapsed = time.perf_counter() - t0
@@ -126,27 +144,79 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
             "tokens_per_s": tokens / elapsed if elapsed > 0 else None, "steps": len(losses)}
 
 
+def make_context(model, tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
+                 svd_cache: str | Path | None) -> methods.Context:
+    """Hooks' view of the run: a plain-LoRA warm-up and extra batches use their own seed offset."""
+    encoded = [data.encode_example(tokenizer, ex, cfg["max_length"]) for ex in examples]
+
+    def warmup(m, n):
+        sub = {**cfg, "steps": n, "warmup_steps": min(cfg["warmup_steps"], max(n - 1, 0))}
+        return fit(m, tokenizer, examples, sub, seed + 7919, device=device, amp_dtype=amp_dtype)
+
+    def batches(n):
+        return [make_batch(encoded, cfg, seed + 7919, k, tokenizer.pad_token_id, device) for k in range(n)]
+
+    return methods.Context(train=cfg, tsd=tsd_cfg, total_steps=cfg["steps"], cache=tsd.SVDCache(svd_cache),
+                           warmup=warmup, batches=batches,
+                           svd_dtype=torch.float64 if tsd_cfg.get("svd_dtype") == "float64" else torch.float32)
+
+
+def analysis_arrays(model, ctx: methods.Context) -> dict:
+    """Per adapted matrix: singular values, change rates at the end (and at the switch / init
+    where the method has them), selected indices. Keys are '<module>|<field>'."""
+    out = {}
+    for name, layer in lora_layers(model):
+        dec = ctx.svd_of(name, layer)
+        B, A = export.effective_factors(layer)
+        key = name.removeprefix("base_model.model.")
+        out[f"{key}|singular_values"] = dec.S.float().cpu().numpy()
+        out[f"{key}|rates_end"] = tsd.change_rates(dec, B.detach(), A.detach()).float().cpu().numpy()
+        for phase in ("switch", "init"):
+            if name in ctx.analysis.get(phase, {}):
+                out[f"{key}|rates_{phase}"] = ctx.analysis[phase][name]["rates"].numpy()
+                out[f"{key}|indices_{phase}"] = ctx.analysis[phase][name]["indices"].numpy()
+    return out
+
+
 def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method: str, rank: int,
-        seed: int, cfg: dict, out_adapter: str | Path, out_metrics: str | Path, threads: int = 1) -> dict:
-    """One grid cell: load, attach the method, train, save the peft adapter and a metrics JSON."""
+        seed: int, cfg: dict, out_adapter: str | Path, out_metrics: str | Path, threads: int = 1,
+        tsd_cfg: dict | None = None, svd_cache: str | Path | None = None,
+        out_analysis: str | Path | None = None) -> dict:
+    """One grid cell: load, attach the method, train, export a standard peft adapter, write metrics."""
     torch.set_num_threads(threads)
     device, amp_dtype = models.pick_device()
     seed_everything(seed)
+    spec = methods.METHODS[method]
     base, tokenizer = models.load_causal_lm(model_src)
     targets = models.target_modules(base, cfg.get("target_modules"))
     model = methods.attach(method, base, rank, cfg, targets).to(device)
     examples = data.read_jsonl(Path(task_dir) / "train.jsonl")
+    ctx = make_context(model, tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache)
+    spec.hooks.setup(model, ctx)
     ckpt = Path(out_metrics).parent / "checkpoint" / "state.pt"
-    log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype)
+    log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,
+              hooks=spec.hooks, ctx=ctx)
     with atomic.directory(out_adapter) as tmp:
-        model.save_pretrained(tmp)
+        if spec.hooks.exports_via_factors:
+            exported = export.export_adapter(model, tmp)
+        else:
+            model.save_pretrained(tmp)
+            exported = {"export_rank": rank}
+    if out_analysis:
+        t0 = time.perf_counter()
+        arrays = analysis_arrays(model, ctx)
+        tmp = Path(out_analysis).with_name(Path(out_analysis).name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, out_analysis)
+        ctx.timings["analysis_s"] = time.perf_counter() - t0
     metrics = {
         "model": model_name, "task": task, "method": method, "rank": rank, "seed": seed,
-        "train_config": cfg, "target_modules": targets, "n_train_examples": len(examples),
-        "trainable_params": methods.trainable_parameters(model),
+        "train_config": cfg, "tsd_config": tsd_cfg, "target_modules": targets,
+        "n_train_examples": len(examples), "trainable_params": methods.trainable_parameters(model),
         "total_params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "amp_dtype": str(amp_dtype) if amp_dtype else "float32",
-        "final_loss": float(np.mean(log["losses"][-5:])), **log, **peak_memory_mb(device),
+        "final_loss": float(np.mean(log["losses"][-5:])), **log, **exported, **ctx.timings,
+        **peak_memory_mb(device), "svd_cache": ctx.cache.report(),
         "packages": provenance.package_versions(), "git_commit": provenance.git_commit(),
         "hardware": provenance.hardware(),
     }

@@ -19,6 +19,8 @@ validate(config, "../schemas/config.schema.yaml")  # also fills schema defaults
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# Methods whose runs depend on the tsd options (a change there retrains only these).
+TSD_METHODS = {name for name, m in METHODS.items() if m.option_group == "tsd"}
 SLUGS = {models.slug(m): m for m in config["models"]}
 RUN = "results/runs/{model}/{task}/{method}/r{rank}/s{seed}"
 BASE = "results/runs/{model}/{task}/base"

@@ -8,10 +8,13 @@ rule train:
     output:
         adapter=directory(RUN + "/adapter"),
         metrics=RUN + "/train.json",
+        analysis=RUN + "/tsd_analysis.npz",
     params:
         model_name=model_name,
         model_source=model_source,
         train=config["train"],
+        tsd=lambda wc: config["tsd"] if wc.method in TSD_METHODS else {},
+        svd_cache=lambda wc: f"resources/svd/{wc.model}",
     threads: 1
     resources:
         gpu=1,

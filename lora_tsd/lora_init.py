@@ -1,0 +1,96 @@
+"""LoRA-Init: initialise LoRA's A and B from a layer's task-specific directions.
+
+The paper's equations were not available; this is the project's reading (see README):
+1. estimate the task change dW* before training: a short plain-LoRA warm-up (dW* = scaling B A)
+   or gradients accumulated over a few batches (dW* ~ -grad W);
+2. rank W's core directions u_i v_i^T by change rate |u_i^T dW* v_i| / s_i and keep the top r;
+3. set scaling * B0 A0 = U_I diag(g) V_I^T with g = s_I ("singular") or 1 ("unit"), split as
+   B0 = U_I sqrt(g / scaling), A0 = sqrt(g / scaling) V_I^T;
+4. optionally residualise W <- W - scaling B0 A0 (default), so the output is unchanged at step 0.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import tsd
+from .dash import lora_layers
+
+SCALES = ("singular", "unit")
+ESTIMATES = ("warmup", "gradient")
+
+
+class InitReference(nn.Module):
+    """The initial factors B0, A0 removed from W (kept to express the change from the original W)."""
+
+    def __init__(self, B0: torch.Tensor, A0: torch.Tensor):
+        super().__init__()
+        self.register_buffer("B0", B0.detach().clone())
+        self.register_buffer("A0", A0.detach().clone())
+
+
+def init_factors(dec: tsd.SVD, idx: torch.Tensor, scaling: float, scale: str):
+    gains = dec.S[idx] if scale == "singular" else torch.ones_like(dec.S[idx])
+    root = torch.sqrt(gains / scaling)
+    B0 = dec.U[:, idx] * root
+    A0 = root[:, None] * dec.Vh[idx]
+    return B0, A0
+
+
+def apply(layer, B0: torch.Tensor, A0: torch.Tensor, residualise: bool, adapter: str = "default") -> None:
+    A, B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+    scaling = layer.scaling[adapter]
+    with torch.no_grad():
+        A.copy_(A0.to(A))
+        B.copy_(B0.to(B))
+        if residualise:
+            base = layer.get_base_layer().weight
+            base.sub_((scaling * (B0 @ A0)).to(base))
+            layer.lora_init_ref = nn.ModuleDict({adapter: InitReference(B0.to(B), A0.to(A))})
+
+
+def warmup_rates(model, svd_of, adapter: str = "default") -> dict:
+    """Change rates of every layer under its (already warmed-up) LoRA update."""
+    out = {}
+    for name, layer in lora_layers(model, adapter):
+        scaling = layer.scaling[adapter]
+        B, A = layer.lora_B[adapter].weight.detach(), layer.lora_A[adapter].weight.detach()
+        out[name] = tsd.change_rates(svd_of(name, layer), B * scaling, A)
+    return out
+
+
+def gradient_rates(model, batches, svd_of, adapter: str = "default") -> dict:
+    """Change rates under the accumulated gradient of the loss w.r.t. each adapted W."""
+    layers = dict(lora_layers(model, adapter))
+    weights = {n: l.get_base_layer().weight for n, l in layers.items()}
+    for w in weights.values():
+        w.requires_grad_(True)
+        w.grad = None
+    n = 0
+    for batch in batches:
+        model(**batch).loss.backward()
+        n += 1
+    out = {}
+    for name, layer in layers.items():
+        grad = weights[name].grad / max(n, 1)
+        out[name] = tsd.change_rates_full(svd_of(name, layer), -grad)
+        weights[name].grad = None
+        weights[name].requires_grad_(False)
+    for p in model.parameters():
+        p.grad = None
+    return out
+
+
+def initialise(model, rates: dict, svd_of, scale: str, residualise: bool, adapter: str = "default") -> dict:
+    """Re-initialise every LoRA layer from its top-r change-rate directions; returns indices."""
+    chosen = {}
+    for name, layer in lora_layers(model, adapter):
+        r = layer.r[adapter]
+        dec = svd_of(name, layer)
+        idx = tsd.top_directions(rates[name], r)
+        if idx.numel() < r:
+            raise ValueError(f"{name}: rank {r} exceeds the {idx.numel()} directions of its weight")
+        B0, A0 = init_factors(dec, idx, layer.scaling[adapter], scale)
+        apply(layer, B0, A0, residualise, adapter)
+        chosen[name] = idx.cpu()
+    return chosen

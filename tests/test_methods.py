@@ -1,0 +1,170 @@
+"""LoRA-Dash, LoRA-Init and LoRA-TSD against their definitions, on a tiny random Llama."""
+import pytest
+import torch
+from peft import PeftModel
+
+from lora_tsd import dash, export, methods, train
+from lora_tsd.tiny import make_llama
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+TSD_CFG = {"dash_t": 10, "dash_s": 4, "init_estimate": "warmup", "init_steps": 5,
+           "init_scale": "singular", "init_residualise": True, "svd_dtype": "float32"}
+
+
+def _model(method, cfg, rank=4, seed=0):
+    torch.manual_seed(seed)
+    return methods.attach(method, make_llama(vocab_size=1000), rank, cfg, TARGETS)
+
+
+def _setup(method, cfg, tokenizer, examples, tsd_cfg=TSD_CFG, cache=None, rank=4):
+    model = _model(method, cfg, rank)
+    ctx = train.make_context(model, tokenizer, examples, cfg, dict(tsd_cfg), 0, torch.device("cpu"), None, cache)
+    methods.METHODS[method].hooks.setup(model, ctx)
+    return model, ctx
+
+
+def _train(method, cfg, tokenizer, examples, **kw):
+    model, ctx = _setup(method, cfg, tokenizer, examples, **kw)
+    log = train.fit(model, tokenizer, examples, cfg, 0, hooks=methods.METHODS[method].hooks, ctx=ctx)
+    return model.eval(), ctx, log
+
+
+def _ids(tokenizer):
+    return tokenizer(["Question: the sky is blue. Which colour?\nAnswer: blue"], return_tensors="pt")["input_ids"]
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+def test_dash_equals_lora_exactly_before_the_switch(train_cfg, tokenizer, examples):
+    cfg = {**train_cfg, "steps": 10}
+    never = {**TSD_CFG, "dash_t": 10}  # switches after the last step only
+    _, _, lora_log = _train("lora", cfg, tokenizer, examples)
+    _, ctx, dash_log = _train("lora_dash", cfg, tokenizer, examples, tsd_cfg=never)
+    assert dash_log["losses"] == lora_log["losses"]
+    assert ctx.timings["switch_step"] == 10
+
+
+def test_dash_output_does_not_move_at_the_switch_and_moves_after(train_cfg, tokenizer, examples):
+    cfg = {**train_cfg, "steps": 6}
+    model, ctx = _setup("lora_dash", cfg, tokenizer, examples)
+    train.fit(model, tokenizer, examples, cfg, 0)  # pre-launch only (no hooks)
+    ids = _logits(model, _ids(tokenizer))
+    assert not dash.is_active(model)
+    dash.switch(model, ctx.svd_of, export.effective_factors)
+    assert dash.is_active(model)
+    torch.testing.assert_close(_logits(model, _ids(tokenizer)), ids, rtol=0, atol=0)
+    d_before = [l.lora_dash["default"].d.clone() for _, l in dash.lora_layers(model)]
+    train.fit(model, tokenizer, examples, {**cfg, "steps": 3}, 1)
+    d_after = [l.lora_dash["default"].d for _, l in dash.lora_layers(model)]
+    assert all((b == 0).all() for b in d_before) and any((a != 0).any() for a in d_after)
+
+
+def test_dash_selects_the_top_change_rate_directions(train_cfg, tokenizer, examples):
+    model, ctx, _ = _train("lora_dash", {**train_cfg, "steps": 12}, tokenizer, examples)
+    for name, layer in dash.lora_layers(model):
+        rates, idx = ctx.analysis["switch"][name]["rates"], ctx.analysis["switch"][name]["indices"]
+        assert idx.tolist() == torch.argsort(-rates, stable=True)[:4].tolist()
+        dec = ctx.svd_of(name, layer)
+        state = layer.lora_dash["default"]
+        torch.testing.assert_close(state.U_S, dec.U[:, idx])
+        torch.testing.assert_close(state.V_S, dec.Vh[idx].T)
+        assert not state.U_S.requires_grad and state.d.requires_grad
+
+
+def test_trainable_parameter_counts_match_formulas(train_cfg, tokenizer, examples):
+    lora_count = methods.trainable_parameters(_model("lora", train_cfg))
+    n_matrices = 2 * len(TARGETS)  # 2 layers
+    dash_model, _ = _setup("lora_dash", train_cfg, tokenizer, examples)
+    tsd_model, _ = _setup("lora_tsd", train_cfg, tokenizer, examples)
+    init_model, _ = _setup("lora_init", train_cfg, tokenizer, examples)
+    assert methods.trainable_parameters(dash_model) == lora_count + 4 * n_matrices
+    assert methods.trainable_parameters(tsd_model) == lora_count + 4 * n_matrices
+    assert methods.trainable_parameters(init_model) == lora_count
+    buffers = [n for n, _ in dash_model.named_buffers() if "lora_dash" in n]
+    assert buffers and not any("U_S" in n for n, p in dash_model.named_parameters())
+
+
+@pytest.mark.parametrize("method", ["lora", "lora_dash", "lora_init", "lora_tsd"])
+def test_merged_unmerged_and_exported_logits_agree(method, train_cfg, tokenizer, examples, tmp_path):
+    cfg = {**train_cfg, "steps": 14}
+    model, _, _ = _train(method, cfg, tokenizer, examples)
+    ids = _ids(tokenizer)
+    unmerged = _logits(model, ids)
+    assert not torch.allclose(unmerged, _logits(make_llama(vocab_size=1000), ids), atol=1e-3)
+    if methods.METHODS[method].hooks.exports_via_factors:
+        info = export.export_adapter(model, tmp_path)
+        extra = {"lora": 0, "lora_dash": 4, "lora_init": 4, "lora_tsd": 8}[method]
+        assert info["export_rank"] == 4 + extra
+    else:
+        model.save_pretrained(tmp_path)
+    stock = PeftModel.from_pretrained(make_llama(vocab_size=1000), str(tmp_path)).eval()
+    torch.testing.assert_close(_logits(stock, ids), unmerged, rtol=1e-4, atol=1e-4)
+    merged = model.merge_and_unload()
+    torch.testing.assert_close(_logits(merged, ids), unmerged, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("estimate", ["warmup", "gradient"])
+@pytest.mark.parametrize("scale", ["singular", "unit"])
+def test_lora_init_keeps_the_output_at_step_zero(estimate, scale, train_cfg, tokenizer, examples):
+    tsd_cfg = {**TSD_CFG, "init_estimate": estimate, "init_scale": scale}
+    ids = _ids(tokenizer)
+    base = _logits(make_llama(vocab_size=1000), ids)
+    model, ctx = _setup("lora_init", train_cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
+    torch.testing.assert_close(_logits(model, ids), base, rtol=1e-4, atol=1e-4)
+    for name, layer in dash.lora_layers(model):
+        idx = ctx.analysis["init"][name]["indices"]
+        dec = ctx.svd_of(name, layer)
+        gains = dec.S[idx] if scale == "singular" else torch.ones(len(idx))
+        delta = layer.scaling["default"] * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+        torch.testing.assert_close(delta, (dec.U[:, idx] * gains) @ dec.Vh[idx], rtol=1e-4, atol=1e-5)
+
+
+def test_lora_init_without_residualising_moves_the_output(train_cfg, tokenizer, examples):
+    ids = _ids(tokenizer)
+    base = _logits(make_llama(vocab_size=1000), ids)
+    model, _ = _setup("lora_init", train_cfg, tokenizer, examples, tsd_cfg={**TSD_CFG, "init_residualise": False})
+    assert not torch.allclose(_logits(model, ids), base, atol=1e-3)
+
+
+@pytest.mark.parametrize("tsd_cfg", [
+    {**TSD_CFG, "init_estimate": "warmup", "init_scale": "singular"},
+    {**TSD_CFG, "init_estimate": "gradient", "init_scale": "singular"},
+    {**TSD_CFG, "init_estimate": "warmup", "init_scale": "unit"},
+    {**TSD_CFG, "init_estimate": "gradient", "init_scale": "unit", "init_residualise": False},
+])
+def test_every_lora_init_option_trains(tsd_cfg, train_cfg, tokenizer, examples):
+    _, _, log = _train("lora_init", train_cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
+    first, last = sum(log["losses"][:5]) / 5, sum(log["losses"][-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+
+
+@pytest.mark.parametrize("method", ["lora_dash", "lora_tsd"])
+def test_resume_across_the_switch_gives_the_same_losses(method, train_cfg, tokenizer, examples, tmp_path):
+    cfg = {**train_cfg, "steps": 16, "checkpoint_every": 4}
+    tsd_cfg = {**TSD_CFG, "dash_t": 6}
+    hooks = methods.METHODS[method].hooks
+    model, ctx = _setup(method, cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
+    full = train.fit(model, tokenizer, examples, cfg, 0, hooks=hooks, ctx=ctx)
+
+    ckpt = tmp_path / "state.pt"
+    first, ctx1 = _setup(method, cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
+    train.fit(first, tokenizer, examples, cfg, 0, ckpt=ckpt, stop_after=9, hooks=hooks, ctx=ctx1)
+    torch.manual_seed(99)
+    second, ctx2 = _setup(method, cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
+    resumed = train.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
+    assert resumed["resumed_from_step"] == 9
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-5, abs=1e-6)
+    assert ctx2.analysis["switch"].keys() == ctx.analysis["switch"].keys()
+    for (_, a), (_, b) in zip(dash.lora_layers(model), dash.lora_layers(second)):
+        assert a.lora_dash["default"].indices.tolist() == b.lora_dash["default"].indices.tolist()
+
+
+def test_svd_cache_is_reused_across_runs(train_cfg, tokenizer, examples, tmp_path):
+    cfg = {**train_cfg, "steps": 3}
+    _, ctx1, _ = _train("lora_dash", cfg, tokenizer, examples, tsd_cfg={**TSD_CFG, "dash_t": 1}, cache=tmp_path)
+    _, ctx2, _ = _train("lora_tsd", cfg, tokenizer, examples, tsd_cfg={**TSD_CFG, "dash_t": 1}, cache=tmp_path)
+    assert ctx1.cache.misses == 2 * len(TARGETS) and ctx1.cache.hits == 0
+    assert ctx2.cache.misses == 0 and ctx2.cache.hits == 2 * len(TARGETS)
