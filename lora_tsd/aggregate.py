@@ -51,6 +51,11 @@ def _pm(mean, std) -> str:
     return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
 
+def _blank_missing(table: pd.DataFrame) -> pd.DataFrame:
+    """'-' instead of nan/<NA> (the base row has no rank, seed or training figures)."""
+    return table.astype(object).where(table.notna(), "-")
+
+
 def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
     lines = [
@@ -67,10 +72,10 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
                           acc_norm=[_pm(m, s) for m, s in zip(summary.acc_norm_mean, summary.acc_norm_std)])
     cols = ["model", "task", "method", "rank", "seeds", "acc", "acc_norm", "trainable_params",
             "train_time_s", "peak_mem_mb"]
-    lines += [view[cols].to_markdown(index=False, floatfmt=".1f"), "", "## Every grid cell", ""]
+    lines += [_blank_missing(view[cols]).to_markdown(index=False, floatfmt=".1f"), "", "## Every grid cell", ""]
     cell_cols = CELL + ["n_test", "acc", "acc_norm", "acc_stderr", "final_loss", "steps",
                         "tokens_per_s", "peak_mem_mb"]
-    lines += [df[cell_cols].to_markdown(index=False, floatfmt=".2f"), ""]
+    lines += [_blank_missing(df[cell_cols]).to_markdown(index=False, floatfmt=".2f"), ""]
     return "\n".join(lines)
 
 

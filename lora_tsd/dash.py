@@ -101,10 +101,10 @@ def switch(model, svd_of, factors, adapter: str = "default") -> dict:
     for name, layer in lora_layers(model, adapter):
         state = layer.lora_dash[adapter]
         dec = svd_of(name, layer)
-        B, A = factors(layer)
-        rates = tsd.change_rates(dec, B, A)
-        idx = tsd.top_directions(rates, state.d.numel())
         with torch.no_grad():
+            B, A = factors(layer)
+            rates = tsd.change_rates(dec, B, A)
+            idx = tsd.top_directions(rates, state.d.numel())
             state.U_S.copy_(dec.U[:, idx].to(state.U_S))
             state.V_S.copy_(dec.Vh[idx].T.to(state.V_S))
             state.indices.copy_(idx.to(state.indices.device))

@@ -167,10 +167,11 @@ def analysis_arrays(model, ctx: methods.Context) -> dict:
     out = {}
     for name, layer in lora_layers(model):
         dec = ctx.svd_of(name, layer)
-        B, A = export.effective_factors(layer)
+        with torch.no_grad():
+            B, A = export.effective_factors(layer)
         key = name.removeprefix("base_model.model.")
         out[f"{key}|singular_values"] = dec.S.float().cpu().numpy()
-        out[f"{key}|rates_end"] = tsd.change_rates(dec, B.detach(), A.detach()).float().cpu().numpy()
+        out[f"{key}|rates_end"] = tsd.change_rates(dec, B, A).float().cpu().numpy()
         for phase in ("switch", "init"):
             if name in ctx.analysis.get(phase, {}):
                 out[f"{key}|rates_{phase}"] = ctx.analysis[phase][name]["rates"].numpy()

@@ -53,7 +53,8 @@ def smoke_run(workdir):
 def test_smoke_grid_has_a_numeric_row_per_cell_and_a_base_row(workdir, smoke_run):
     df = pd.read_csv(workdir / "results" / "leaderboard.csv")
     cells = df[df["method"] != "base"]
-    assert sorted(zip(cells["rank"], cells["seed"])) == [(r, s) for r in SMOKE["ranks"] for s in SMOKE["seeds"]]
+    expected = sorted((m, r, s) for m in SMOKE["methods"] for r in SMOKE["ranks"] for s in SMOKE["seeds"])
+    assert sorted(zip(cells["method"], cells["rank"], cells["seed"])) == expected
     assert (df["method"] == "base").sum() == 1
     assert df["acc"].between(0, 100).all() and df["acc_norm"].between(0, 100).all()
     assert (df["n_test"] == SMOKE["eval"]["limit"]).all()
@@ -62,14 +63,24 @@ def test_smoke_grid_has_a_numeric_row_per_cell_and_a_base_row(workdir, smoke_run
     assert "log-likelihood" in md and "tiny-llama" in md and "train /" in md
 
 
-def test_run_folders_hold_a_peft_adapter_and_metrics(workdir, smoke_run):
-    run = workdir / "results/runs/tiny-llama/arc_easy/lora/r2/s0"
-    assert (run / "adapter" / "adapter_config.json").exists()
+@pytest.mark.parametrize("method,export_rank", [("lora", 4), ("lora_dash", 6), ("lora_init", 8), ("lora_tsd", 10)])
+def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, smoke_run, method, export_rank):
+    run = workdir / f"results/runs/tiny-llama/arc_easy/{method}/r4/s0"
+    adapter_cfg = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert adapter_cfg["r"] == export_rank and adapter_cfg["peft_type"] == "LORA"
     assert (run / "adapter" / "adapter_model.safetensors").exists()
     metrics = json.loads((run / "train.json").read_text())
-    assert metrics["rank"] == 2 and len(metrics["losses"]) == SMOKE["train"]["steps"]
+    assert metrics["rank"] == 4 and len(metrics["losses"]) == SMOKE["train"]["steps"]
     assert metrics["packages"]["torch"].startswith("2.13.0") and "tokens_per_s" in metrics
     assert not (run / "checkpoint" / "state.pt").exists()  # removed once the run finished
+    import numpy as np
+
+    arrays = np.load(run / "tsd_analysis.npz")
+    q = "model.layers.0.self_attn.q_proj"
+    assert arrays[f"{q}|rates_end"].shape == arrays[f"{q}|singular_values"].shape == (64,)
+    if method in ("lora_dash", "lora_tsd"):
+        assert arrays[f"{q}|indices_switch"].shape == (SMOKE["tsd"]["dash_s"],)
+        assert metrics["switch_step"] == int(SMOKE["tsd"]["dash_t"] * SMOKE["train"]["steps"])
 
 
 def test_second_invocation_has_nothing_to_do(workdir, smoke_run):
@@ -78,8 +89,9 @@ def test_second_invocation_has_nothing_to_do(workdir, smoke_run):
 
 
 def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir, smoke_run):
-    config = {**SMOKE, "seeds": [1], "train": {**SMOKE["train"], "steps": 400, "checkpoint_every": 10}}
-    victim = workdir / "results/runs/tiny-llama/arc_easy/lora/r2/s1"
+    config = {**SMOKE, "methods": ["lora", "lora_dash"], "seeds": [1],
+              "train": {**SMOKE["train"], "steps": 400, "checkpoint_every": 10}}
+    victim = workdir / "results/runs/tiny-llama/arc_easy/lora/r4/s1"
     proc = subprocess.Popen(_cmd(workdir, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=_env())
     deadline = time.time() + 600
@@ -109,4 +121,4 @@ def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir,
     metrics = json.loads((victim / "train.json").read_text())
     assert metrics["resumed_from_step"] >= 10 and len(metrics["losses"]) == 400
     df = pd.read_csv(workdir / "results" / "leaderboard.csv")
-    assert len(df) == 1 + len(config["ranks"])
+    assert len(df) == 1 + len(config["methods"])
