@@ -42,6 +42,13 @@ def _registry_problems(config: dict) -> list[str]:
     for i, name in enumerate(config.get("methods", [])):
         if name not in METHODS:
             problems.append(_unknown(f"methods[{i}]", name, sorted(METHODS)))
+    train_keys = set(config.get("train", {})) | {"target_modules", "checkpoint_every"}
+    for name, overrides in (config.get("method_train") or {}).items():
+        if name not in METHODS:
+            problems.append(_unknown(f"method_train.{name}", name, sorted(METHODS)))
+        for key in overrides if isinstance(overrides, dict) else []:
+            if key not in train_keys:
+                problems.append(_unknown(f"method_train.{name}.{key}", key, sorted(train_keys)))
     for i, name in enumerate(config.get("tasks", [])):
         if name not in TASKS:
             problems.append(_unknown(f"tasks[{i}]", name, sorted(TASKS)))
@@ -74,10 +81,22 @@ def _consistency_problems(config: dict) -> list[str]:
     return problems
 
 
+def _override_problems(config: dict, schema: dict) -> list[str]:
+    """Each method's train overrides, merged over `train`, must still satisfy the schema."""
+    problems = []
+    train_schema = schema["properties"]["train"]
+    for name, overrides in (config.get("method_train") or {}).items():
+        if isinstance(overrides, dict) and isinstance(config.get("train"), dict):
+            merged = {**config["train"], **overrides}
+            for e in jsonschema.Draft202012Validator(train_schema).iter_errors(merged):
+                problems.append(f"config key 'method_train.{name}.{_key(e.absolute_path)}': {e.message}")
+    return problems
+
+
 def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Raise ConfigError listing every problem; return None when the config is usable."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    problems = _schema_problems(config, schema) + _registry_problems(config)
+    problems = _schema_problems(config, schema) + _registry_problems(config) + _override_problems(config, schema)
     if not problems:
         problems = _consistency_problems(config)
     if problems:

@@ -77,7 +77,8 @@ def encode_example(tokenizer, example: dict, max_length: int) -> dict:
     return {"input_ids": whole[-max_length:], "labels": labels[-max_length:]}
 
 
-def collate(batch: list[dict], pad_id: int) -> dict:
+def collate(batch: list[dict], pad_id: int, side: str = "right") -> dict:
+    """Pad to the longest example. Left padding puts every answer at the end of its row."""
     import torch
 
     width = max(len(b["input_ids"]) for b in batch)
@@ -86,7 +87,8 @@ def collate(batch: list[dict], pad_id: int) -> dict:
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for i, b in enumerate(batch):
         n = len(b["input_ids"])
-        ids[i, :n] = torch.tensor(b["input_ids"])
-        labels[i, :n] = torch.tensor(b["labels"])
-        mask[i, :n] = 1
+        cols = slice(0, n) if side == "right" else slice(width - n, width)
+        ids[i, cols] = torch.tensor(b["input_ids"])
+        labels[i, cols] = torch.tensor(b["labels"])
+        mask[i, cols] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}

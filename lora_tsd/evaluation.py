@@ -37,7 +37,13 @@ def task_yaml(task: str, test_file: str | Path) -> dict:
 
 
 def load_for_eval(model_src: str, adapter: str | Path | None):
-    """Base model, plus the saved peft adapter merged in (merging is exact and makes scoring cheaper)."""
+    """Base model, plus the saved peft adapter merged in (merging is exact and makes scoring
+    cheaper). A saved full model (full fine-tuning) is loaded instead of the base weights."""
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32)
+        return model.eval(), models.load_tokenizer(model_src)
     model, tokenizer = models.load_causal_lm(model_src)
     if adapter is not None:
         from peft import PeftModel

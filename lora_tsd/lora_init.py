@@ -46,7 +46,13 @@ def apply(layer, B0: torch.Tensor, A0: torch.Tensor, residualise: bool, adapter:
         if residualise:
             base = layer.get_base_layer().weight
             base.sub_((scaling * (B0 @ A0)).to(base))
-            layer.lora_init_ref = nn.ModuleDict({adapter: InitReference(B0.to(B), A0.to(A))})
+            remember_init(layer, adapter)
+
+
+def remember_init(layer, adapter: str = "default") -> None:
+    """Record the current A, B as the (already residualised) initial factors B0, A0."""
+    A, B = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+    layer.lora_init_ref = nn.ModuleDict({adapter: InitReference(B, A)})
 
 
 def warmup_rates(model, svd_of, adapter: str = "default") -> dict:

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from peft import LoraConfig, get_peft_model
+from functools import partial
+
+from peft import LoraConfig, PeftConfig, get_peft_model
 
 from . import dash, export, lora_init, tsd
 
@@ -92,6 +94,31 @@ class InitHooks(Hooks):
               f"{ctx.timings['init_s']:.2f} s; {ctx.cache.report()}")
 
 
+class RecordResidualInit(Hooks):
+    """For inits that peft residualises itself (PiSSA, OLoRA: W <- W - scaling B0 A0): keep B0, A0
+    so the trained change can be exported relative to the original W, as peft converts PiSSA."""
+
+    exports_via_factors = True
+
+    def setup(self, model, ctx):
+        for _, layer in dash.lora_layers(model):
+            lora_init.remember_init(layer)
+
+
+class MiLoRAHooks(Hooks):
+    """MiLoRA (Wang et al. 2024): A and B from the r minor singular components, residualised."""
+
+    exports_via_factors = True
+
+    def setup(self, model, ctx):
+        for name, layer in dash.lora_layers(model):
+            dec, r = ctx.svd_of(name, layer), layer.r["default"]
+            idx = torch.arange(dec.S.numel() - r, dec.S.numel())
+            B0, A0 = lora_init.init_factors(dec, idx, layer.scaling["default"], "singular")
+            lora_init.apply(layer, B0, A0, residualise=True)
+        print(f"[milora] initialised from minor components; {ctx.cache.report()}")
+
+
 class Chain(Hooks):
     """Hooks run in order (LoRA-TSD = LoRA-Init, then LoRA-Dash)."""
 
@@ -113,8 +140,8 @@ class Chain(Hooks):
 class Method:
     name: str
     description: str
-    # (rank, train options, target modules) -> peft config
-    peft_config: Callable[[int, dict, list[str]], LoraConfig]
+    # (rank, train options, target modules) -> peft config; None trains every weight
+    peft_config: Callable[[int, dict, list[str]], PeftConfig] | None
     hooks: Hooks = field(default_factory=Hooks)
     option_group: str | None = None  # config section the method reads besides `train`
 
@@ -134,6 +161,16 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in [
         Method("lora", "LoRA (Hu et al. 2021) through peft", lora_config),
+        Method("rslora", "rsLoRA (Kalajdzievski 2023): scaling alpha / sqrt(r)",
+               partial(lora_config, use_rslora=True)),
+        Method("dora", "DoRA (Liu et al. 2024): magnitude and direction", partial(lora_config, use_dora=True)),
+        Method("pissa", "PiSSA (Meng et al. 2024): principal singular components, residualised",
+               partial(lora_config, init_lora_weights="pissa"), RecordResidualInit()),
+        Method("olora", "OLoRA (Buyukakyuz 2024): QR-based orthonormal init, residualised",
+               partial(lora_config, init_lora_weights="olora"), RecordResidualInit()),
+        Method("milora", "MiLoRA (Wang et al. 2024): minor singular components, residualised",
+               lora_config, MiLoRAHooks()),
+        Method("full", "full fine-tuning (every weight trains): the reference row", None),
         Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
                lora_config, DashHooks(), "tsd"),
         Method("lora_init", "LoRA-Init (Si et al., arXiv v4): A, B initialised from the top-r TSDs",
@@ -145,9 +182,16 @@ METHODS: dict[str, Method] = {
 
 
 def attach(method: str, model, rank: int, train: dict, targets: list[str]):
-    """Wrap a base model with the method's peft adapter (hooks run later, in training)."""
+    """Wrap a base model with the method's peft adapter (hooks run later, in training);
+    a method without a peft config trains the whole model."""
     spec = METHODS[method]
+    if spec.peft_config is None:
+        return model.requires_grad_(True)
     return get_peft_model(model, spec.peft_config(rank, train, targets))
+
+
+def is_full(method: str) -> bool:
+    return METHODS[method].peft_config is None
 
 
 def trainable_parameters(model) -> int:

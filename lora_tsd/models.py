@@ -79,11 +79,16 @@ def pick_device() -> tuple[torch.device, torch.dtype | None]:
     return torch.device("cpu"), None
 
 
-def load_causal_lm(src: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(src: str):
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(src)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    return model, tokenizer
+    return tokenizer
+
+
+def load_causal_lm(src: str):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32), load_tokenizer(src)

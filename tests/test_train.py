@@ -94,3 +94,14 @@ def test_merged_unmerged_and_reloaded_adapter_agree(train_cfg, tokenizer, exampl
         torch.testing.assert_close(reloaded(ids).logits, unmerged, rtol=1e-5, atol=1e-5)
         merged = reloaded.merge_and_unload()(ids).logits
     torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-4)
+
+
+def test_answer_only_head_equals_the_full_loss(tiny_model, train_cfg, tokenizer, examples):
+    from lora_tsd import data
+
+    rows = [data.encode_example(tokenizer, ex, 64) for ex in examples[:6]]
+    rows[0] = data.encode_example(tokenizer, {**examples[0], "query": "A much longer prompt " * 5}, 64)
+    with torch.no_grad():
+        full = tiny_model(**data.collate(rows, tokenizer.pad_token_id, side="right")).loss
+        fast = train.answer_loss(tiny_model, data.collate(rows, tokenizer.pad_token_id, side="left"))
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)

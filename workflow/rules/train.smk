@@ -12,7 +12,7 @@ rule train:
     params:
         model_name=model_name,
         model_source=model_source,
-        train=config["train"],
+        train=lambda wc: {**config["train"], **config["method_train"].get(wc.method, {})},
         tsd=lambda wc: config["tsd"] if wc.method in TSD_METHODS else {},
         svd_cache=lambda wc: f"resources/svd/{wc.model}",
     threads: 1
