@@ -30,7 +30,7 @@ def _error(**changes) -> str:
 
 def test_unknown_method_names_key_value_and_allowed():
     msg = _error(methods=["lora", "lorra"])
-    assert "methods[1]" in msg and "'lorra'" in msg and "allowed values: lora" in msg
+    assert "methods[1]" in msg and "'lorra'" in msg and "allowed values: dora, full, lora, lora_dash" in msg
 
 
 def test_rank_zero_is_rejected():
@@ -76,6 +76,21 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode != 0
-    assert "methods[0]" in proc.stderr and "'lorra'" in proc.stderr and "allowed values: lora" in proc.stderr
+    assert "methods[0]" in proc.stderr and "'lorra'" in proc.stderr and "lora_tsd, milora" in proc.stderr
     assert "ranks[0]" in proc.stderr
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+def test_method_train_overrides_are_checked():
+    msg = _error(method_train={"fulll": {"lr": 1e-5}, "full": {"lr": -1, "bogus": 1}})
+    assert "method_train.fulll" in msg and "'fulll'" in msg
+    assert "method_train.full.bogus" in msg
+    assert "method_train.full.lr" in msg and "-1" in msg
+
+
+def test_dash_switch_after_the_last_step_is_rejected():
+    cfg = copy.deepcopy(DEFAULT)
+    cfg["tsd"]["dash_t"] = cfg["train"]["steps"]
+    with pytest.raises(ConfigError) as err:
+        check(cfg, SCHEMA)
+    assert "tsd.dash_t" in str(err.value) and "never switch" in str(err.value)
