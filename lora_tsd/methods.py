@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from functools import partial
 
-from peft import LoraConfig, PeftConfig, get_peft_model
+from peft import LoraConfig, PeftConfig, VeraConfig, get_peft_model
 
 from . import dash, export, lora_init, tsd
 
@@ -171,6 +171,8 @@ METHODS: dict[str, Method] = {
         Method("milora", "MiLoRA (Wang et al. 2024): minor singular components, residualised",
                lora_config, MiLoRAHooks()),
         Method("full", "full fine-tuning (every weight trains): the reference row", None),
+        Method("vera", "VeRA (Kopiczko et al. 2024): shared frozen random A, B; trainable scaling vectors",
+               lambda r, train, targets: VeraConfig(r=r, target_modules=targets, vera_dropout=train["lora_dropout"])),
         Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
                lora_config, DashHooks(), "tsd"),
         Method("lora_init", "LoRA-Init (Si et al., arXiv v4): A, B initialised from the top-r TSDs",
