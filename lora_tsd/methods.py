@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
-from functools import partial
-
-from peft import LoraConfig, PeftConfig, VeraConfig, get_peft_model
+from peft import EvaConfig, LoraConfig, PeftConfig, VeraConfig, get_peft_model, initialize_lora_eva_weights
 
 from . import dash, export, lora_init, tsd
 
@@ -27,6 +26,7 @@ class Context:
     warmup: Callable[[object, int], dict] | None = None
     batches: Callable[[int], list] | None = None
     svd_dtype: torch.dtype = torch.float32
+    stage_input: str | None = None  # the output of the method's own workflow stage, if it has one
     analysis: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     _svd: dict = field(default_factory=dict)
@@ -119,6 +119,14 @@ class MiLoRAHooks(Hooks):
         print(f"[milora] initialised from minor components; {ctx.cache.report()}")
 
 
+class EvaHooks(Hooks):
+    """EVA: load the state computed by the method's own workflow stage (rule eva_init)."""
+
+    def setup(self, model, ctx):
+        state = torch.load(ctx.stage_input, weights_only=True)
+        initialize_lora_eva_weights(model, eva_state_dict=state, show_progress_bar=False)
+
+
 class Chain(Hooks):
     """Hooks run in order (LoRA-TSD = LoRA-Init, then LoRA-Dash)."""
 
@@ -144,6 +152,7 @@ class Method:
     peft_config: Callable[[int, dict, list[str]], PeftConfig] | None
     hooks: Hooks = field(default_factory=Hooks)
     option_group: str | None = None  # config section the method reads besides `train`
+    stage: str | None = None  # a workflow rule whose output the method needs before training
 
 
 def lora_config(rank: int, train: dict, targets: list[str], **extra) -> LoraConfig:
@@ -173,6 +182,9 @@ METHODS: dict[str, Method] = {
         Method("full", "full fine-tuning (every weight trains): the reference row", None),
         Method("vera", "VeRA (Kopiczko et al. 2024): shared frozen random A, B; trainable scaling vectors",
                lambda r, train, targets: VeraConfig(r=r, target_modules=targets, vera_dropout=train["lora_dropout"])),
+        Method("eva", "EVA (Paischer et al. 2024): A from the SVD of layer inputs over training batches",
+               partial(lora_config, init_lora_weights="eva", eva_config=EvaConfig(rho=1.0, use_label_mask=False)),
+               EvaHooks(), stage="eva_init"),
         Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
                lora_config, DashHooks(), "tsd"),
         Method("lora_init", "LoRA-Init (Si et al., arXiv v4): A, B initialised from the top-r TSDs",

@@ -161,7 +161,7 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
 
 
 def make_context(model, tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
-                 svd_cache: str | Path | None) -> methods.Context:
+                 svd_cache: str | Path | None, stage_input: str | None = None) -> methods.Context:
     """Hooks' view of the run: a plain-LoRA warm-up and extra batches use their own seed offset."""
     encoded = [data.encode_example(tokenizer, ex, cfg["max_length"]) for ex in examples]
 
@@ -173,7 +173,7 @@ def make_context(model, tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int
         return [make_batch(encoded, cfg, seed + 7919, k, tokenizer.pad_token_id, device) for k in range(n)]
 
     return methods.Context(train=cfg, tsd=tsd_cfg, total_steps=cfg["steps"], cache=tsd.SVDCache(svd_cache),
-                           warmup=warmup, batches=batches,
+                           warmup=warmup, batches=batches, stage_input=stage_input,
                            svd_dtype=torch.float64 if tsd_cfg.get("svd_dtype") == "float64" else torch.float32)
 
 
@@ -198,7 +198,7 @@ def analysis_arrays(model, ctx: methods.Context) -> dict:
 def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method: str, rank: int,
         seed: int, cfg: dict, out_adapter: str | Path, out_metrics: str | Path, threads: int = 1,
         tsd_cfg: dict | None = None, svd_cache: str | Path | None = None,
-        out_analysis: str | Path | None = None) -> dict:
+        out_analysis: str | Path | None = None, stage_input: str | None = None) -> dict:
     """One grid cell: load, attach the method, train, export a standard peft adapter, write metrics."""
     torch.set_num_threads(threads)
     device, amp_dtype = models.pick_device()
@@ -208,7 +208,8 @@ def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method
     targets = models.target_modules(base, cfg.get("target_modules"))
     model = methods.attach(method, base, rank, cfg, targets).to(device)
     examples = data.read_jsonl(Path(task_dir) / "train.jsonl")
-    ctx = make_context(model, tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache)
+    ctx = make_context(model, tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache,
+                       stage_input)
     spec.hooks.setup(model, ctx)
     ckpt = Path(out_metrics).parent / "checkpoint" / "state.pt"
     log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,

@@ -9,7 +9,7 @@ from lora_tsd import dash, export, methods, train
 from lora_tsd.tiny import make_llama
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
-BASELINES = ["lora", "rslora", "dora", "pissa", "olora", "milora", "full"]
+BASELINES = ["lora", "rslora", "dora", "pissa", "olora", "milora", "full", "vera"]
 
 
 def _setup(method, cfg, tokenizer, examples, rank=4, cache=None):
@@ -36,7 +36,8 @@ def _linears():
 
 @pytest.mark.parametrize("method", BASELINES)
 def test_baseline_trains(method, train_cfg, tokenizer, examples):
-    cfg = {**train_cfg, "lr": 1e-3} if method == "full" else train_cfg
+    # Full fine-tuning takes smaller steps; VeRA (only scaling vectors train) much larger ones.
+    cfg = {**train_cfg, "lr": {"full": 1e-3, "vera": 1e-1}.get(method, train_cfg["lr"])}
     model, ctx = _setup(method, cfg, tokenizer, examples)
     log = train.fit(model, tokenizer, examples, cfg, 0, hooks=methods.METHODS[method].hooks, ctx=ctx)
     first, last = sum(log["losses"][:5]) / 5, sum(log["losses"][-5:]) / 5
@@ -76,6 +77,9 @@ def test_trainable_parameter_counts(train_cfg, tokenizer, examples):
     expected = {"lora": lora, "rslora": lora, "pissa": lora, "olora": lora, "milora": lora,
                 "dora": lora + sum(m.out_features for _, m in _linears()),
                 "full": sum(p.numel() for p in make_llama(vocab_size=1000).parameters())}
+    vera_shared = max(m.in_features for _, m in _linears()), max(m.out_features for _, m in _linears())
+    expected["vera"] = sum(r + m.out_features for _, m in _linears())  # lambda_d (r) + lambda_b (out)
+    assert vera_shared == (128, 128)
     for method, count in expected.items():
         model, _ = _setup(method, train_cfg, tokenizer, examples)
         assert methods.trainable_parameters(model) == count, method
@@ -87,7 +91,7 @@ def test_rslora_scaling_is_alpha_over_sqrt_r(train_cfg, tokenizer, examples):
     assert layer.scaling["default"] == pytest.approx(train_cfg["lora_alpha_ratio"] * 4 / 2)
 
 
-@pytest.mark.parametrize("method", ["rslora", "dora", "pissa", "olora", "milora", "full"])
+@pytest.mark.parametrize("method", ["rslora", "dora", "pissa", "olora", "milora", "full", "vera"])
 def test_saved_adapter_loads_in_stock_peft_with_the_same_logits(method, train_cfg, tokenizer, examples, tmp_path):
     cfg = {**train_cfg, "steps": 8, "lr": 1e-3 if method == "full" else train_cfg["lr"]}
     model, ctx = _setup(method, cfg, tokenizer, examples)
@@ -104,3 +108,30 @@ def test_saved_adapter_loads_in_stock_peft_with_the_same_logits(method, train_cf
     else:
         loaded = PeftModel.from_pretrained(make_llama(vocab_size=1000), str(tmp_path))
     torch.testing.assert_close(_logits(loaded, ids), trained, rtol=1e-4, atol=1e-4)
+
+
+def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokenizer, examples, tmp_path):
+    import json
+
+    from lora_tsd import assets, stages
+
+    assets.build_model("tiny-llama", tmp_path / "model", None)
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    stages.eva_init(str(tmp_path / "model"), tmp_path / "task", 4, train_cfg, tmp_path / "eva.pt", n_batches=4)
+
+    torch.manual_seed(0)
+    model = methods.attach("eva", make_llama(vocab_size=1000), 4, train_cfg, TARGETS)
+    ctx = train.make_context(model, tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
+                             stage_input=str(tmp_path / "eva.pt"))
+    methods.METHODS["eva"].hooks.setup(model, ctx)
+    state = torch.load(tmp_path / "eva.pt", weights_only=True)
+    assert len(state) == 2 * len(TARGETS)
+    for name, layer in dash.lora_layers(model):
+        A = layer.lora_A["default"].weight
+        torch.testing.assert_close(A @ A.T, torch.eye(4), rtol=1e-4, atol=1e-4)  # orthonormal input directions
+        assert (layer.lora_B["default"].weight == 0).all()
+    ids = _ids(tokenizer)
+    torch.testing.assert_close(_logits(model, ids), _logits(make_llama(vocab_size=1000), ids))
+    log = train.fit(model, tokenizer, examples, train_cfg, 0, hooks=methods.METHODS["eva"].hooks, ctx=ctx)
+    assert sum(log["losses"][-5:]) < 0.7 * sum(log["losses"][:5])

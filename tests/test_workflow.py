@@ -122,3 +122,13 @@ def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir,
     assert metrics["resumed_from_step"] >= 10 and len(metrics["losses"]) == 400
     df = pd.read_csv(workdir / "results" / "leaderboard.csv")
     assert len(df) == 1 + len(config["methods"])
+
+
+def test_a_method_with_its_own_stage_runs_that_rule_once_for_all_seeds(workdir, smoke_run):
+    config = {**SMOKE, "methods": ["eva"], "seeds": [0, 1]}
+    proc = _snakemake(workdir, config)
+    jobs = _jobs(proc.stdout + proc.stderr)
+    assert jobs.get("eva_init") == 1 and jobs.get("train") == 2, jobs
+    assert (workdir / "resources/init/tiny-llama/arc_easy/eva_r4.pt").exists()
+    df = pd.read_csv(workdir / "results" / "leaderboard.csv")
+    assert sorted(df.loc[df["method"] == "eva", "seed"]) == [0, 1]

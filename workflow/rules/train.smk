@@ -5,6 +5,7 @@ rule train:
     input:
         model=model_input,
         data="resources/data/{task}",
+        stage=stage_input,
     output:
         adapter=directory(RUN + "/adapter"),
         metrics=RUN + "/train.json",

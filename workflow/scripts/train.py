@@ -10,4 +10,5 @@ train.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
           snakemake.input.data, w.method, int(w.rank), int(w.seed), dict(snakemake.params.train),
           snakemake.output.adapter, snakemake.output.metrics, threads=snakemake.threads,
           tsd_cfg=dict(snakemake.params.tsd), svd_cache=snakemake.params.svd_cache,
-          out_analysis=snakemake.output.analysis)
+          out_analysis=snakemake.output.analysis,
+          stage_input=snakemake.input.stage[0] if snakemake.input.stage else None)
