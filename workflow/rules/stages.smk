@@ -19,9 +19,3 @@ rule eva_init:
     script:
         "../scripts/eva_init.py"
 
-
-def stage_input(wildcards):
-    stage = METHODS[wildcards.method].stage
-    if stage is None:
-        return []
-    return [getattr(rules, stage).output[0].format(**dict(wildcards.items()))]

@@ -7,9 +7,9 @@ rule train:
         data="resources/data/{task}",
         stage=stage_input,
     output:
-        adapter=directory(RUN + "/adapter"),
-        metrics=RUN + "/train.json",
-        analysis=RUN + "/tsd_analysis.npz",
+        adapter=directory("results/runs/{model}/{task}/{method}/r{rank}/s{seed}/adapter"),
+        metrics="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/train.json",
+        analysis="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/tsd_analysis.npz",
     params:
         model_name=model_name,
         model_source=model_source,
@@ -20,6 +20,6 @@ rule train:
     resources:
         gpu=1,
     log:
-        RUN + "/train.log",
+        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/train.log",
     script:
         "../scripts/train.py"
