@@ -26,7 +26,7 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
             "acc_stderr": 100 * rec["metrics"].get("acc_stderr", float("nan")),
             "trainable_params": train.get("trainable_params", 0), "steps": train.get("steps", 0),
             "final_loss": train.get("final_loss"), "train_time_s": train.get("train_time_s"),
-            "tokens_per_s": train.get("tokens_per_s"),
+            "tokens_per_s": train.get("tokens_per_s"), "commit": train.get("git_commit"),
             "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb")),
         })
     df = pd.DataFrame(rows)
@@ -51,9 +51,14 @@ def _pm(mean, std) -> str:
     return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def _blank_missing(table: pd.DataFrame) -> pd.DataFrame:
-    """'-' instead of nan/<NA> (the base row has no rank, seed or training figures)."""
-    return table.astype(object).where(table.notna(), "-")
+def _display(table: pd.DataFrame, decimals: int) -> pd.DataFrame:
+    """Floats rounded to `decimals`, '-' for missing values (the base row has no rank, seed or
+    training figures)."""
+    out = table.astype(object).copy()
+    for col in table.columns:
+        if pd.api.types.is_float_dtype(table[col]):
+            out[col] = [f"{v:.{decimals}f}" if pd.notna(v) else "-" for v in table[col]]
+    return out.where(table.notna(), "-")
 
 
 def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
@@ -64,24 +69,28 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
         f"- Models: {', '.join(sorted(df['model'].unique()))}; tasks: {', '.join(sorted(df['task'].unique()))}.",
         f"- Data: {stamp['data']}",
         f"- Seeds: {seeds}; 'base' is the untuned model scored on the same held-out examples.",
-        f"- Produced by commit `{stamp['commit']}` from config `{stamp['config_hash']}` "
-        f"(the full config is in leaderboard.json).", "",
+        f"- Tables written at commit `{stamp['commit']}` from config `{stamp['config_hash']}` "
+        f"(the full config is in leaderboard.json); cells trained at commit(s) "
+        f"{', '.join(f'`{c}`' for c in stamp.get('cell_commits', [])) or 'n/a'}.",
+        "- With one test split per task, differences smaller than a few standard errors "
+        "(`acc_stderr`, per cell) are noise.", "",
         "## Mean over seeds", "",
     ]
     view = summary.assign(acc=[_pm(m, s) for m, s in zip(summary.acc_mean, summary.acc_std)],
                           acc_norm=[_pm(m, s) for m, s in zip(summary.acc_norm_mean, summary.acc_norm_std)])
     cols = ["model", "task", "method", "rank", "seeds", "acc", "acc_norm", "trainable_params",
             "train_time_s", "peak_mem_mb"]
-    lines += [_blank_missing(view[cols]).to_markdown(index=False, floatfmt=".1f"), "", "## Every grid cell", ""]
+    lines += [_display(view[cols], 1).to_markdown(index=False, disable_numparse=True), "", "## Every grid cell", ""]
     cell_cols = CELL + ["n_test", "acc", "acc_norm", "acc_stderr", "final_loss", "steps",
                         "tokens_per_s", "peak_mem_mb"]
-    lines += [_blank_missing(df[cell_cols]).to_markdown(index=False, floatfmt=".2f"), ""]
+    lines += [_display(df[cell_cols], 2).to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)
 
 
 def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str | Path,
           out_csv: str | Path, out_json: str | Path) -> pd.DataFrame:
     df = load_records(eval_files)
+    stamp = {**stamp, "cell_commits": sorted(c for c in df["commit"].dropna().unique())}
     summary = summarise(df)
     atomic.write_text(out_csv, df.to_csv(index=False))
     atomic.write_json(out_json, {"stamp": stamp, "config": config,
