@@ -14,9 +14,9 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "configs/smoke.yaml"])
+@pytest.mark.parametrize("path", ["config.yaml", "configs/smoke.yaml", "configs/hub-example.yaml"])
 def test_shipped_configs_are_valid(path):
-    check(yaml.safe_load((ROOT / path).read_text()), SCHEMA)
+    check({**DEFAULT, **yaml.safe_load((ROOT / path).read_text())}, SCHEMA)
 
 
 def _error(**changes) -> str:
