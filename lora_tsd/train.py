@@ -160,16 +160,16 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
             "tokens_per_s": tokens / elapsed if elapsed > 0 else None, "steps": len(losses)}
 
 
-def make_context(model, tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
+def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
                  svd_cache: str | Path | None, stage_input: str | None = None) -> methods.Context:
     """Hooks' view of the run: a plain-LoRA warm-up and extra batches use their own seed offset."""
-    encoded = [data.encode_example(tokenizer, ex, cfg["max_length"]) for ex in examples]
 
     def warmup(m, n):
         sub = {**cfg, "steps": n, "warmup_steps": min(cfg["warmup_steps"], max(n - 1, 0))}
         return fit(m, tokenizer, examples, sub, seed + 7919, device=device, amp_dtype=amp_dtype)
 
     def batches(n):
+        encoded = [data.encode_example(tokenizer, ex, cfg["max_length"]) for ex in examples]
         return [make_batch(encoded, cfg, seed + 7919, k, tokenizer.pad_token_id, device) for k in range(n)]
 
     return methods.Context(train=cfg, tsd=tsd_cfg, total_steps=cfg["steps"], cache=tsd.SVDCache(svd_cache),
@@ -208,7 +208,7 @@ def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method
     targets = models.target_modules(base, cfg.get("target_modules"))
     model = methods.attach(method, base, rank, cfg, targets).to(device)
     examples = data.read_jsonl(Path(task_dir) / "train.jsonl")
-    ctx = make_context(model, tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache,
+    ctx = make_context(tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache,
                        stage_input)
     spec.hooks.setup(model, ctx)
     ckpt = Path(out_metrics).parent / "checkpoint" / "state.pt"

@@ -15,7 +15,7 @@ BASELINES = ["lora", "rslora", "dora", "pissa", "olora", "milora", "full", "vera
 def _setup(method, cfg, tokenizer, examples, rank=4, cache=None):
     torch.manual_seed(0)
     model = methods.attach(method, make_llama(vocab_size=1000), rank, cfg, TARGETS)
-    ctx = train.make_context(model, tokenizer, examples, cfg, {}, 0, torch.device("cpu"), None, cache)
+    ctx = train.make_context(tokenizer, examples, cfg, {}, 0, torch.device("cpu"), None, cache)
     methods.METHODS[method].hooks.setup(model, ctx)
     return model, ctx
 
@@ -122,7 +122,7 @@ def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokeniz
 
     torch.manual_seed(0)
     model = methods.attach("eva", make_llama(vocab_size=1000), 4, train_cfg, TARGETS)
-    ctx = train.make_context(model, tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
+    ctx = train.make_context(tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
                              stage_input=str(tmp_path / "eva.pt"))
     methods.METHODS["eva"].hooks.setup(model, ctx)
     state = torch.load(tmp_path / "eva.pt", weights_only=True)

@@ -18,7 +18,7 @@ def _model(method, cfg, rank=4, seed=0):
 
 def _setup(method, cfg, tokenizer, examples, tsd_cfg=TSD_CFG, cache=None, rank=4):
     model = _model(method, cfg, rank)
-    ctx = train.make_context(model, tokenizer, examples, cfg, dict(tsd_cfg), 0, torch.device("cpu"), None, cache)
+    ctx = train.make_context(tokenizer, examples, cfg, dict(tsd_cfg), 0, torch.device("cpu"), None, cache)
     methods.METHODS[method].hooks.setup(model, ctx)
     return model, ctx
 
