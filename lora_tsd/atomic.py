@@ -9,21 +9,28 @@ import tempfile
 from pathlib import Path
 
 
-def write_text(path: str | Path, text: str) -> None:
+@contextlib.contextmanager
+def file(path: str | Path):
+    """Yield a scratch path beside `path` (same suffix, so writers such as np.savez keep the
+    name); on success it is synced and renamed onto `path`, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json(path: str | Path, obj) -> None:

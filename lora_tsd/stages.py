@@ -2,13 +2,12 @@
 (one output per model x task x rank, shared by every seed)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from peft import get_eva_state_dict, get_peft_model
 
-from . import data, methods, models
+from . import atomic, data, methods, models
 
 
 def eva_init(model_src: str, task_dir: str | Path, rank: int, cfg: dict, out: str | Path,
@@ -26,8 +25,5 @@ def eva_init(model_src: str, task_dir: str | Path, rank: int, cfg: dict, out: st
     batches = [{"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]} for b in batches]
     # Computed on the peft-wrapped model so the keys are the module names EVA's loader expects.
     state = get_eva_state_dict(get_peft_model(base, peft_cfg), batches, show_progress_bar=False)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    with atomic.file(out) as tmp:
+        torch.save(state, tmp)

@@ -4,7 +4,6 @@ scheduler and RNG states, and batch order is a pure function of (seed, step)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import resource
 import time
@@ -57,13 +56,11 @@ def adapter_state(model) -> dict:
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list, fingerprint: str,
                     ctx=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"fingerprint": fingerprint, "step": step, "losses": losses,
-                "adapter": adapter_state(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                "analysis": ctx.analysis if ctx else {}, "timings": ctx.timings if ctx else {}}, tmp)
-    os.replace(tmp, path)
+    with atomic.file(path) as tmp:
+        torch.save({"fingerprint": fingerprint, "step": step, "losses": losses,
+                    "adapter": adapter_state(model), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                    "analysis": ctx.analysis if ctx else {}, "timings": ctx.timings if ctx else {}}, tmp)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str, ctx=None):
@@ -223,9 +220,8 @@ def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method
     if out_analysis:
         t0 = time.perf_counter()
         arrays = analysis_arrays(model, ctx)
-        tmp = Path(out_analysis).with_name(Path(out_analysis).name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, out_analysis)
+        with atomic.file(out_analysis) as tmp:
+            np.savez_compressed(tmp, **arrays)
         ctx.timings["analysis_s"] = time.perf_counter() - t0
     metrics = {
         "model": model_name, "task": task, "method": method, "rank": rank, "seed": seed,

@@ -4,11 +4,12 @@ W = U diag(s) V^T, and the change rate of direction i under dW is |u_i^T dW v_i|
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from . import atomic
 
 # Singular values at or below this (relative to the largest) carry no direction of W: their
 # change rate is defined as 0 rather than dividing by ~0.
@@ -83,10 +84,8 @@ class SVDCache:
             return SVD(d["U"], d["S"], d["Vh"])
         self.misses += 1
         dec = svd(weight, dtype)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"U": dec.U, "S": dec.S, "Vh": dec.Vh}, tmp)
-        os.replace(tmp, path)  # concurrent writers produce identical bytes; last rename wins
+        with atomic.file(path) as tmp:  # concurrent writers produce identical bytes; last rename wins
+            torch.save({"U": dec.U, "S": dec.S, "Vh": dec.Vh}, tmp)
         return dec
 
     def report(self) -> str:
