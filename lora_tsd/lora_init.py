@@ -15,9 +15,7 @@ from torch import nn
 
 from . import tsd
 from .dash import lora_layers
-
-SCALES = ("singular", "unit")
-ESTIMATES = ("warmup", "gradient")
+from .export import effective_factors
 
 
 class InitReference(nn.Module):
@@ -59,9 +57,8 @@ def warmup_rates(model, svd_of, adapter: str = "default") -> dict:
     """Change rates of every layer under its (already warmed-up) LoRA update."""
     out = {}
     for name, layer in lora_layers(model, adapter):
-        scaling = layer.scaling[adapter]
-        B, A = layer.lora_B[adapter].weight.detach(), layer.lora_A[adapter].weight.detach()
-        out[name] = tsd.change_rates(svd_of(name, layer), B * scaling, A)
+        with torch.no_grad():
+            out[name] = tsd.change_rates(svd_of(name, layer), *effective_factors(layer, adapter))
     return out
 
 

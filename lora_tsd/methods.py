@@ -204,9 +204,5 @@ def attach(method: str, model, rank: int, train: dict, targets: list[str]):
     return get_peft_model(model, spec.peft_config(rank, train, targets))
 
 
-def is_full(method: str) -> bool:
-    return METHODS[method].peft_config is None
-
-
 def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -3,7 +3,7 @@ import sys
 
 from snakemake.utils import validate
 
-from lora_tsd import assets, models, provenance
+from lora_tsd import assets, models
 from lora_tsd.config import ConfigError, check
 from lora_tsd.methods import METHODS
 from lora_tsd.tasks import TASKS
