@@ -237,4 +237,5 @@ def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method
     atomic.write_json(out_metrics, metrics)
     if ckpt.exists():
         ckpt.unlink()
+        ckpt.parent.rmdir()  # the run is finished: leave no empty checkpoint folder behind
     return metrics
