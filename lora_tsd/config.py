@@ -9,7 +9,7 @@ import yaml
 
 from . import models
 from .methods import METHODS
-from .tasks import TASKS
+from .tasks import FAMILIES, TASKS, TRAIN_SETS
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -42,29 +42,60 @@ def _registry_problems(config: dict) -> list[str]:
     for i, name in enumerate(config.get("methods", [])):
         if name not in METHODS:
             problems.append(_unknown(f"methods[{i}]", name, sorted(METHODS)))
-    train_keys = set(config.get("train", {})) | {"target_modules", "checkpoint_every"}
-    for name, overrides in (config.get("method_train") or {}).items():
-        if name not in METHODS:
-            problems.append(_unknown(f"method_train.{name}", name, sorted(METHODS)))
-        for key in overrides if isinstance(overrides, dict) else []:
-            if key not in train_keys:
-                problems.append(_unknown(f"method_train.{name}.{key}", key, sorted(train_keys)))
+    train_keys = set(config.get("train", {})) | {"checkpoint_every"}
+    for section, registry in (("method_train", METHODS), ("family_train", FAMILIES)):
+        for name, overrides in (config.get(section) or {}).items():
+            if name not in registry:
+                problems.append(_unknown(f"{section}.{name}", name, sorted(registry)))
+            for key in overrides if isinstance(overrides, dict) else []:
+                if key not in train_keys:
+                    problems.append(_unknown(f"{section}.{name}.{key}", key, sorted(train_keys)))
+    for name in config.get("train_data") or {}:
+        if name not in TRAIN_SETS:
+            problems.append(_unknown(f"train_data.{name}", name, sorted(TRAIN_SETS)))
+    embedded = config.get("data_source", "embedded") == "embedded"
     for i, name in enumerate(config.get("tasks", [])):
         if name not in TASKS:
             problems.append(_unknown(f"tasks[{i}]", name, sorted(TASKS)))
-    for i, name in enumerate(config.get("models", [])):
+        elif embedded and not (TASKS[name].embedded or TASKS[name].packaged):
+            offline = sorted(n for n, t in TASKS.items() if t.embedded or t.packaged)
+            problems.append(f"config key 'tasks[{i}]': {name!r} has no embedded copy (data_source: embedded); "
+                            f"allowed values offline: {', '.join(offline)}; or set data_source: hub")
+    listed = config.get("models", [])
+    for i, name in enumerate(listed):
         if not (name in models.EMBEDDED_MODELS or models.is_hub_id(name)):
             allowed = sorted(models.EMBEDDED_MODELS) + ["a hub id such as 'org/name'"]
             problems.append(_unknown(f"models[{i}]", name, allowed))
-    for model in config.get("models", []):
-        for task in config.get("tasks", []):
-            if task in TASKS and (model in models.EMBEDDED_MODELS or models.is_hub_id(model)):
-                need, have = TASKS[task].model_kind, models.kind(model)
-                if need != have:
-                    problems.append(
-                        f"config keys 'tasks'/'models': task {task!r} needs a {need} model, "
-                        f"but {model!r} is a {have} model"
-                    )
+    for section in ("model_kinds", "target_modules"):
+        for name in config.get(section) or {}:
+            if name not in listed:
+                problems.append(_unknown(f"{section}.{name}", name, listed))
+    return problems + _kind_problems(config)
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _kind_problems(config: dict) -> list[str]:
+    """Each model meets the tasks of its kind; a task no listed model can run (GLUE without an
+    encoder, IFEval with only encoders), or a model no task can use, is an error."""
+    listed = [m for m in config.get("models", []) if m in models.EMBEDDED_MODELS or models.is_hub_id(m)]
+    kinds = {m: models.kind(m, config.get("model_kinds")) for m in listed}
+    tasks = [t for t in config.get("tasks", []) if t in TASKS]
+    problems = []
+    for i, task in enumerate(config.get("tasks", [])):
+        if task in TASKS and listed and TASKS[task].model_kind not in kinds.values():
+            need = TASKS[task].model_kind
+            problems.append(
+                f"config key 'tasks[{i}]': task {task!r} ({TASKS[task].family}) needs {_a(need)} model, but "
+                f"the models are {', '.join(f'{m} ({k})' for m, k in kinds.items())}; add {_a(need)} model "
+                f"(hub ids: declare it under model_kinds) or drop the task")
+    for i, model in enumerate(config.get("models", [])):
+        if model in kinds and tasks and kinds[model] not in {TASKS[t].model_kind for t in tasks}:
+            fits = sorted(n for n, t in TASKS.items() if t.model_kind == kinds[model])
+            problems.append(f"config key 'models[{i}]': {model!r} is {_a(kinds[model])} model but no listed task "
+                            f"needs one; tasks for {kinds[model]} models: {', '.join(fits)}")
     return problems
 
 
@@ -82,14 +113,15 @@ def _consistency_problems(config: dict) -> list[str]:
 
 
 def _override_problems(config: dict, schema: dict) -> list[str]:
-    """Each method's train overrides, merged over `train`, must still satisfy the schema."""
+    """Each method's and family's train overrides, merged over `train`, must still satisfy the schema."""
     problems = []
     train_schema = schema["properties"]["train"]
-    for name, overrides in (config.get("method_train") or {}).items():
-        if isinstance(overrides, dict) and isinstance(config.get("train"), dict):
-            merged = {**config["train"], **overrides}
-            for e in jsonschema.Draft202012Validator(train_schema).iter_errors(merged):
-                problems.append(f"config key 'method_train.{name}.{_key(e.absolute_path)}': {e.message}")
+    for section in ("method_train", "family_train"):
+        for name, overrides in (config.get(section) or {}).items():
+            if isinstance(overrides, dict) and isinstance(config.get("train"), dict):
+                merged = {**config["train"], **overrides}
+                for e in jsonschema.Draft202012Validator(train_schema).iter_errors(merged):
+                    problems.append(f"config key '{section}.{name}.{_key(e.absolute_path)}': {e.message}")
     return problems
 
 

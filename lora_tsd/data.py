@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from . import atomic
-from .tasks import TASKS
+from . import prompts
+from .tasks import TASKS, TRAIN_SETS
 
 
 def test_bucket(example: dict, salt: str) -> float:
@@ -29,35 +30,85 @@ def carve(examples: list[dict], test_fraction: float, salt: str) -> tuple[list[d
     return train, test
 
 
-def _rows(task: str, source: str, raw: str | Path | None, split: str | None = None):
+def packaged_path(relative: str) -> Path:
+    """A data file this package ships (lora_tsd/shipped/...)."""
+    return Path(__file__).resolve().parent / relative
+
+
+def _hub_rows(path: str, name: str | None, split: str):
+    """A hub dataset, or a local JSON/JSONL file (Commonsense170K's commonsense_170k.json)."""
     import datasets
 
-    if source == "embedded":
-        return datasets.load_from_disk(str(raw))
-    hub = TASKS[task].hub
-    return datasets.load_dataset(hub.path, hub.name, split=split)
+    if Path(path).suffix in (".json", ".jsonl"):
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    return datasets.load_dataset(path, name, split=split)
+
+
+def _test_rows(spec, split) -> list[dict]:
+    """Hub test rows; a task with several test splits (MNLI) tags each row with its subset."""
+    if isinstance(split, str):
+        return [spec.to_example(r) for r in _hub_rows(spec.hub.path, spec.hub.name, split)]
+    return [{**spec.to_example(r), "subset": subset}
+            for subset, s in split.items() for r in _hub_rows(spec.hub.path, spec.hub.name, s)]
 
 
 def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str | Path | None = None) -> dict:
     """Write <out>/train.jsonl, <out>/test.jsonl and <out>/split.json; returns the manifest."""
+    import datasets
+
     spec = TASKS[task]
-    if source == "embedded":
-        examples = [spec.to_example(r) for r in _rows(task, source, raw)]
+    if source == "embedded" and spec.packaged:
+        train, test = [], [spec.to_example(r) for r in read_jsonl(packaged_path(spec.packaged))]
+        how = f"shipped file lora_tsd/{spec.packaged} ({len(test)} rows), all held out"
+    elif source == "embedded":
+        examples = [spec.to_example(r) for r in datasets.load_from_disk(str(raw))]
         train, test = carve(examples, split_cfg["test_fraction"], split_cfg["salt"])
         how = (f"embedded validation split ({len(examples)} rows) carved by sha256(salt, example) "
                f"< {split_cfg['test_fraction']} -> test")
     else:
-        train = [spec.to_example(r) for r in _rows(task, source, None, spec.hub.train_split)]
-        test = [spec.to_example(r) for r in _rows(task, source, None, spec.hub.test_split)]
-        how = f"hub {spec.hub.path}/{spec.hub.name}: {spec.hub.train_split} -> train, {spec.hub.test_split} -> test"
+        hub = spec.hub
+        train = [] if hub.train_split is None else [
+            spec.to_example(r) for r in _hub_rows(hub.path, hub.name, hub.train_split)]
+        test = _test_rows(spec, hub.test_split)
+        how = f"hub {hub.path}/{hub.name}: {hub.train_split} -> train, {hub.test_split} -> test"
     manifest = {"task": task, "source": source, "salt": split_cfg.get("salt"), "how": how,
                 "n_train": len(train), "n_test": len(test)}
+    _write_rows(out, {"train": train, "test": test}, manifest)
+    return manifest
+
+
+def _write_rows(out: str | Path, files: dict[str, list[dict]], manifest: dict) -> None:
     with atomic.directory(out) as tmp:
-        for name, rows in (("train", train), ("test", test)):
+        for name, rows in files.items():
             text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
             (tmp / f"{name}.jsonl").write_text(text)
             manifest[f"sha256_{name}"] = hashlib.sha256(text.encode()).hexdigest()
         (tmp / "split.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str, str | Path],
+                    hub_override: str | None = None) -> dict:
+    """Write <out>/train.jsonl in the train set's format. Embedded: the carved train splits of
+    its tasks (commonsense rendered as Commonsense170K rows) or the shipped file; real configs:
+    the hub id or local JSON the config names (`train_data`), else the registry's default."""
+    spec = TRAIN_SETS[name]
+    if spec.family == "glue":  # the task's own train split, already normalised
+        rows = read_jsonl(Path(task_dirs[spec.tasks[0]]) / "train.jsonl")
+        how = f"{spec.tasks[0]} train split"
+    elif source == "embedded" and spec.packaged:
+        rows = read_jsonl(packaged_path(spec.packaged))
+        how = f"shipped file lora_tsd/{spec.packaged}"
+    elif source == "embedded" or (spec.tasks and not (hub_override or spec.hub)):
+        rows = [{**prompts.commonsense_row(ex, TASKS[t].answer_style), "task": t}
+                for t in spec.tasks for ex in read_jsonl(Path(task_dirs[t]) / "train.jsonl")]
+        how = f"carved train splits of {', '.join(spec.tasks)} in the Commonsense170K format"
+    else:
+        where = hub_override or spec.hub
+        rows = [{k: r.get(k) or "" for k in ("instruction", "input", "output")}
+                for r in _hub_rows(where, None, spec.hub_split)]
+        how = f"{where} ({spec.hub_split} split)"
+    manifest = {"train_set": name, "source": source, "how": how, "n_train": len(rows)}
+    _write_rows(out, {"train": rows}, manifest)
     return manifest
 
 
@@ -65,12 +116,20 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def prompt_and_response(tokenizer, row: dict) -> tuple[str, str]:
+    """An Alpaca row {instruction, input, output} -> (Alpaca prompt, output + EOS, so generation
+    learns to stop); a multiple-choice row {query, choices, gold} -> (query, " " + gold choice),
+    the split lm-eval scores."""
+    if "instruction" in row:
+        return prompts.alpaca(row["instruction"], row.get("input") or ""), row["output"] + tokenizer.eos_token
+    return row["query"], " " + row["choices"][row["gold"]]
+
+
 def encode_example(tokenizer, example: dict, max_length: int) -> dict:
-    """Prompt plus gold answer, split the way lm-eval scores a continuation: the answer's
-    tokens are whole(prompt + " " + answer) minus the prompt's tokens. Loss falls on the
-    answer only; over-long examples lose tokens from the left."""
-    context = example["query"]
-    continuation = " " + example["choices"][example["gold"]]
+    """Prompt plus response, split the way lm-eval scores a continuation: the response's
+    tokens are whole(prompt + response) minus the prompt's tokens. Loss falls on the
+    response only; over-long examples lose tokens from the left."""
+    context, continuation = prompt_and_response(tokenizer, example)
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
     n_ctx = len(tokenizer(context, add_special_tokens=False)["input_ids"])
     labels = [-100] * n_ctx + whole[n_ctx:]
@@ -92,3 +151,25 @@ def collate(batch: list[dict], pad_id: int, side: str = "right") -> dict:
         labels[i, cols] = torch.tensor(b["labels"])
         mask[i, cols] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def encode_classification(tokenizer, example: dict, max_length: int) -> dict:
+    """A sentence (pair) and its label, truncated to max_length tokens."""
+    enc = tokenizer(example["text"], example.get("text_pair"), truncation=True, max_length=max_length)
+    return {**{k: list(v) for k, v in enc.items()}, "label": example["label"]}
+
+
+def collate_classification(batch: list[dict], pad_id: int) -> dict:
+    """Right-padded ids, mask (and token types when the tokenizer makes them), float labels for
+    regression, integer labels for classes."""
+    import torch
+
+    width = max(len(b["input_ids"]) for b in batch)
+    out = {}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key in batch[0]:
+            fill = pad_id if key == "input_ids" else 0
+            out[key] = torch.tensor([b[key] + [fill] * (width - len(b[key])) for b in batch])
+    labels = [b["label"] for b in batch]
+    out["labels"] = torch.tensor(labels, dtype=torch.float if isinstance(labels[0], float) else torch.long)
+    return out

@@ -1,81 +1,209 @@
-"""Evaluation bridge to lm-eval: the held-out split of a task becomes an lm-eval YAML task
-(log-likelihood multiple choice, acc and acc_norm), scored by HFLM over the base model with
-or without a peft adapter."""
+"""Evaluation: each family's protocols over a task's held-out rows.
+- loglik (commonsense, protocol A): lm-eval zero-shot log-likelihood multiple choice, acc and
+  acc_norm; our YAML task over the local split offline, the standard lm-eval task on hub configs.
+- generative (commonsense, protocol B, the paper's): the Commonsense170K instruction in the
+  Alpaca prompt, greedy or beam decoding, the first answer word taken by a regex filter.
+- ifeval (instruction): lm-eval's IFEval task (its checkers and metrics) over the prompt file,
+  with the Alpaca prompt the model was trained on.
+- glue: the classifier's predictions scored by `evaluate`'s GLUE metric."""
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
-from . import atomic, models, provenance
+from . import atomic, data, models, prompts, provenance
+from .tasks import FAMILIES, TASKS
 
-PROTOCOL = "lm-eval 0-shot log-likelihood multiple choice (acc, acc_norm)"
-METRIC_KEYS = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")
+PROTOCOLS = {
+    "loglik": "lm-eval 0-shot log-likelihood multiple choice (acc, acc_norm)",
+    "generative": "generative (Alpaca prompt, Commonsense170K instruction, first answer word by regex; acc)",
+    "ifeval": "lm-eval IFEval checkers on Alpaca-prompted generations (prompt/instruction-level, strict/loose)",
+    "glue": "classifier predictions scored with evaluate's GLUE metric",
+}
+DEFAULT_EVAL = {"protocols": ["loglik", "generative", "ifeval", "glue"], "num_beams": 1,
+                "max_gen_toks": 32, "ifeval_max_gen_toks": 1280}
+
+
+def _data_files(path: str | Path) -> dict:
+    # Absolute: lm-eval resolves data_files against the working directory.
+    return {"dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(Path(path).resolve())}},
+            "test_split": "test"}
 
 
 def task_yaml(task: str, test_file: str | Path) -> dict:
-    """An lm-eval task over our normalised test split. Paths are absolute because lm-eval
-    resolves data_files against the working directory."""
+    """Protocol A: an lm-eval multiple-choice task over our normalised test split."""
     return {
-        "task": f"lora_tsd_{task}",
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(Path(test_file).resolve())}},
-        "test_split": "test",
+        "task": f"lora_tsd_{task}", **_data_files(test_file),
         "output_type": "multiple_choice",
-        "doc_to_text": "{{query}}",
-        "doc_to_choice": "{{choices}}",
-        "doc_to_target": "{{gold}}",
+        "doc_to_text": "{{query}}", "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}",
         "target_delimiter": " ",
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
         "metadata": {"version": 1.0},
     }
 
 
-def load_for_eval(model_src: str, adapter: str | Path | None):
+def generative_rows(task: str, test_rows: list[dict]) -> list[dict]:
+    style = TASKS[task].answer_style
+    rows = []
+    for ex in test_rows:
+        row = prompts.commonsense_row(ex, style)
+        rows.append({"prompt": prompts.alpaca(row["instruction"]), "answer": row["answer"]})
+    return rows
+
+
+def generative_yaml(task: str, rendered_file: str | Path, n_choices: int, eval_cfg: dict) -> dict:
+    """Protocol B as an lm-eval generate_until task: decode, keep the first answer word."""
+    style = TASKS[task].answer_style
+    return {
+        "task": f"lora_tsd_gen_{task}", **_data_files(rendered_file),
+        "output_type": "generate_until",
+        "doc_to_text": "{{prompt}}", "doc_to_target": "{{answer}}",
+        "generation_kwargs": {"until": [], "do_sample": False, "num_beams": eval_cfg["num_beams"],
+                              "max_gen_toks": eval_cfg["max_gen_toks"]},
+        "filter_list": [{"name": "first_answer_word", "filter": [
+            {"function": "regex", "regex_pattern": prompts.answer_pattern(style, n_choices),
+             "group_select": 0, "fallback": "[no answer]"},
+            {"function": "take_first"}]}],
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+
+
+def ifeval_yaml(task: str, test_file: str | Path | None, eval_cfg: dict) -> dict:
+    """lm-eval's own IFEval task config (included from the installed lm-eval, so its checkers
+    and metrics are used unchanged), with the Alpaca prompt and our data (None: google/IFEval)."""
+    import lm_eval.tasks
+
+    included = Path(lm_eval.tasks.__file__).parent / "ifeval" / "ifeval.yaml"
+    alpaca = prompts.ALPACA.replace("{instruction}", "{{prompt}}")
+    spec = {"include": str(included), "task": f"lora_tsd_{task}", "doc_to_text": alpaca,
+            "generation_kwargs": {"until": [], "do_sample": False, "max_gen_toks": eval_cfg["ifeval_max_gen_toks"]}}
+    if test_file is not None:
+        spec.update(_data_files(test_file))
+    return spec
+
+
+def load_for_eval(model_src: str, adapter: str | Path | None, kind: str = "causal", num_labels: int = 0):
     """Base model, plus the saved peft adapter merged in (merging is exact and makes scoring
     cheaper). A saved full model (full fine-tuning) is loaded instead of the base weights."""
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").exists():
+    full = adapter is not None and not (Path(adapter) / "adapter_config.json").exists()
+    if kind == "encoder":
+        model, tokenizer = models.load_classifier(str(adapter) if full else model_src, num_labels, seed=0)
+    elif full:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32)
-        return model.eval(), models.load_tokenizer(model_src)
-    model, tokenizer = models.load_causal_lm(model_src)
-    if adapter is not None:
+        tokenizer = models.load_tokenizer(model_src)
+    else:
+        model, tokenizer = models.load_causal_lm(model_src)
+    if adapter is not None and not full:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     return model.eval(), tokenizer
 
 
-def score(model, tokenizer, task: str, test_file: str | Path, limit: int | None, batch_size: int) -> dict:
-    from lm_eval import simple_evaluate
+def hflm(model, tokenizer, batch_size: int):
+    """lm-eval's HF wrapper around an in-memory model (batched; left padding for generation)."""
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     device, _ = models.pick_device()
-    lm = HFLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    return HFLM(pretrained=model.to(device), tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+
+
+def lm_eval_run(lm, specs: dict[str, dict | str], limit, tmp: Path) -> dict:
+    """Run lm-eval on task configs {protocol: yaml dict or standard task name}."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    names = {}
+    for protocol, spec in specs.items():
+        if isinstance(spec, str):
+            names[protocol] = spec
+            continue
+        (tmp / f"{spec['task']}.yaml").write_text(yaml.safe_dump(spec))
+        names[protocol] = spec["task"]
+    out = simple_evaluate(model=lm, tasks=list(names.values()), limit=limit, log_samples=False,
+                          task_manager=TaskManager(include_path=str(tmp)), bootstrap_iters=1000)
+    results = {}
+    for protocol, name in names.items():
+        res = out["results"][name]
+        clean = {k.split(",")[0]: v for k, v in res.items() if "," in k and isinstance(v, (int, float))}
+        if protocol == "generative":  # exact match of the first answer word is the accuracy
+            clean = {"acc": clean["exact_match"], "acc_stderr": clean.get("exact_match_stderr")}
+        n = out.get("n-samples", {}).get(name, {}).get("effective")
+        results[protocol] = {"metrics": clean, "n_test": n}
+    return results
+
+
+def score_lm(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dict, source: str) -> dict:
+    """Every lm-eval protocol of the task's family that the config asks for, in one lm-eval run."""
+    spec, wanted = TASKS[task], set(eval_cfg["protocols"])
+    protocols = [p for p in FAMILIES[spec.family].protocols if p in wanted]
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / f"{task}.yaml").write_text(yaml.safe_dump(task_yaml(task, test_file)))
-        out = simple_evaluate(model=lm, tasks=[f"lora_tsd_{task}"], limit=limit, log_samples=False,
-                              task_manager=TaskManager(include_path=tmp), bootstrap_iters=1000)
-    res = out["results"][f"lora_tsd_{task}"]
-    n = out.get("n-samples", {}).get(f"lora_tsd_{task}", {}).get("effective")
-    clean = {k.split(",")[0]: v for k, v in res.items() if k.split(",")[0] in METRIC_KEYS}
-    return {"metrics": clean, "n_test": n}
+        tmp = Path(tmp)
+        specs = {}
+        if "loglik" in protocols:
+            specs["loglik"] = spec.lm_eval_task if source == "hub" else task_yaml(task, test_file)
+        if "generative" in protocols:
+            rows = data.read_jsonl(test_file)
+            rendered = tmp / "generative.jsonl"
+            rendered.write_text("".join(json.dumps(r) + "\n" for r in generative_rows(task, rows)))
+            n_choices = max(len(r["choices"]) for r in rows)
+            specs["generative"] = generative_yaml(task, rendered, n_choices, eval_cfg)
+        if "ifeval" in protocols:
+            from . import ifeval
+
+            ifeval.ensure_punkt()
+            specs["ifeval"] = ifeval_yaml(task, None if source == "hub" else test_file, eval_cfg)
+        if not specs:
+            return {}
+        return lm_eval_run(hflm(model, tokenizer, eval_cfg["batch_size"]), specs, eval_cfg["limit"], tmp)
+
+
+def score_glue(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dict) -> dict:
+    """Predict each held-out row, then score with the GLUE metric (per subset for MNLI)."""
+    from . import metrics  # imports evaluate (~7 s): only GLUE cells pay for it
+
+    rows = data.read_jsonl(test_file)[: eval_cfg["limit"] or None]
+    device, _ = models.pick_device()
+    model = model.to(device)
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(rows), eval_cfg["batch_size"]):
+            enc = [data.encode_classification(tokenizer, r, 512) for r in rows[i:i + eval_cfg["batch_size"]]]
+            batch = {k: v.to(device) for k, v in data.collate_classification(enc, tokenizer.pad_token_id).items()
+                     if k != "labels"}
+            logits = model(**batch).logits
+            preds += (logits[:, 0] if logits.shape[1] == 1 else logits.argmax(-1)).tolist()
+    subsets = sorted({r.get("subset") for r in rows}, key=str)
+    scores = {}
+    for subset in subsets:
+        idx = [i for i, r in enumerate(rows) if r.get("subset") == subset]
+        name = task if subset is None else f"{task}_{subset}"
+        result = metrics.load_glue(name).compute(predictions=[preds[i] for i in idx],
+                                                 references=[rows[i]["label"] for i in idx])
+        scores.update({k if subset is None else f"{k}_{subset}": float(v) for k, v in result.items()})
+    return {"glue": {"metrics": scores, "n_test": len(rows)}}
 
 
 def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapter: str | Path | None,
-        eval_cfg: dict, out: str | Path, run_info: dict, threads: int = 1) -> dict:
+        eval_cfg: dict, out: str | Path, run_info: dict, source: str = "embedded", threads: int = 1) -> dict:
     torch.set_num_threads(threads)
-    model, tokenizer = load_for_eval(model_src, adapter)
-    result = score(model, tokenizer, task, test_file, eval_cfg["limit"], eval_cfg["batch_size"])
-    record = {"model": model_name, "task": task, "protocol": PROTOCOL, "eval_config": eval_cfg,
-              **run_info, **result, "packages": provenance.package_versions(),
-              "git_commit": provenance.git_commit()}
+    eval_cfg = {**DEFAULT_EVAL, **eval_cfg}
+    spec = TASKS[task]
+    kind = FAMILIES[spec.family].model_kind
+    model, tokenizer = load_for_eval(model_src, adapter, kind, spec.num_labels)
+    if spec.family == "glue":
+        results = score_glue(model, tokenizer, task, test_file, eval_cfg)
+    else:
+        results = score_lm(model, tokenizer, task, test_file, eval_cfg, source)
+    record = {"model": model_name, "task": task, "family": spec.family, "train_set": spec.train_set,
+              "protocols": {p: PROTOCOLS[p] for p in results}, "eval_config": eval_cfg, **run_info,
+              "results": results, "packages": provenance.package_versions(), "git_commit": provenance.git_commit()}
     atomic.write_json(out, record)
     return record

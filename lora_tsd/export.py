@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from .dash import lora_layers
@@ -49,13 +49,16 @@ def export_adapter(model, out: str | Path, adapter: str = "default") -> dict:
         state[f"{name}.lora_A.weight"] = A.detach().float().contiguous().cpu()
         state[f"{name}.lora_B.weight"] = B.detach().float().contiguous().cpu()
         ranks[name.removeprefix("base_model.model.")] = A.shape[0]
+    # Heads that train in full beside the adapter (a classifier), under peft's own keys.
+    state.update({k: v.detach().float().contiguous().cpu()
+                  for k, v in get_peft_model_state_dict(model, adapter_name=adapter).items() if ".lora_" not in k})
     src = model.peft_config[adapter]
     rank = max(ranks.values())
     pattern = {k: v for k, v in ranks.items() if v != rank}
     cfg = LoraConfig(
         r=rank, lora_alpha=rank, target_modules=src.target_modules, lora_dropout=src.lora_dropout,
         bias="none", task_type=src.task_type, base_model_name_or_path=src.base_model_name_or_path,
-        rank_pattern=pattern, alpha_pattern=dict(pattern),
+        rank_pattern=pattern, alpha_pattern=dict(pattern), modules_to_save=src.modules_to_save,
     )
     cfg.save_pretrained(out)
     save_file(state, out / "adapter_model.safetensors")

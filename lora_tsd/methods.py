@@ -195,13 +195,22 @@ METHODS: dict[str, Method] = {
 }
 
 
-def attach(method: str, model, rank: int, train: dict, targets: list[str]):
+def attach(method: str, model, rank: int, train: dict, targets: list[str], task_type: str | None = None,
+           modules_to_save: list[str] | None = None):
     """Wrap a base model with the method's peft adapter (hooks run later, in training);
-    a method without a peft config trains the whole model."""
-    spec = METHODS[method]
-    if spec.peft_config is None:
+    a method without a peft config trains the whole model. Classifiers pass task_type SEQ_CLS
+    and their head modules, which train in full beside the adapter."""
+    if METHODS[method].peft_config is None:
         return model.requires_grad_(True)
-    return get_peft_model(model, spec.peft_config(rank, train, targets))
+    return get_peft_model(model, build_config(method, rank, train, targets, task_type, modules_to_save))
+
+
+def build_config(method: str, rank: int, train: dict, targets: list[str], task_type: str | None = None,
+                 modules_to_save: list[str] | None = None) -> PeftConfig:
+    config = METHODS[method].peft_config(rank, train, targets)
+    if task_type is not None:
+        config.task_type, config.modules_to_save = task_type, modules_to_save
+    return config
 
 
 def trainable_parameters(model) -> int:

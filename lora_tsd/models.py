@@ -30,6 +30,9 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "tiny-llama": EmbeddedModel(
         "causal", "tiny", description="random-init 2-layer Llama with an in-process tokenizer (smoke tests)",
     ),
+    "tiny-bert": EmbeddedModel(
+        "encoder", "tiny", description="random-init 2-layer BERT with an in-process tokenizer (smoke tests)",
+    ),
 }
 
 # Adapted modules per architecture (official commonsense recipe for Llama-style models).
@@ -40,6 +43,11 @@ TARGET_MODULES: dict[str, list[str]] = {
     "bert": ["query", "key", "value", "intermediate.dense", "output.dense"],
     "deberta-v2": ["query_proj", "key_proj", "value_proj", "intermediate.dense", "output.dense"],
 }
+
+
+# Trainable heads beside the adapter for sequence classification (a fresh head per task);
+# DeBERTa's pooler is not in its pretrained checkpoint either.
+HEAD_MODULES: dict[str, list[str]] = {"bert": ["classifier"], "deberta-v2": ["classifier", "pooler"]}
 
 
 def is_hub_id(name: str) -> bool:
@@ -56,8 +64,12 @@ def source(name: str, resources: str | Path = "resources") -> str:
     return name if is_hub_id(name) else str(Path(resources) / "models" / name)
 
 
-def kind(name: str) -> str:
-    return EMBEDDED_MODELS[name].kind if name in EMBEDDED_MODELS else "causal"
+def kind(name: str, declared: dict | None = None) -> str:
+    """Embedded models know their kind; a hub id is causal unless the config's `model_kinds`
+    says otherwise (the kind is needed before anything is downloaded)."""
+    if name in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[name].kind
+    return (declared or {}).get(name, "causal")
 
 
 def target_modules(model, override: list[str] | None = None) -> list[str]:
@@ -67,9 +79,13 @@ def target_modules(model, override: list[str] | None = None) -> list[str]:
     if model_type not in TARGET_MODULES:
         raise ValueError(
             f"no default LoRA target modules for model_type {model_type!r}; set "
-            f"train.target_modules in the config (known types: {sorted(TARGET_MODULES)})"
+            f"target_modules for this model in the config (known types: {sorted(TARGET_MODULES)})"
         )
     return TARGET_MODULES[model_type]
+
+
+def head_modules(model) -> list[str]:
+    return HEAD_MODULES.get(model.config.model_type, ["classifier", "score"])
 
 
 def pick_device() -> tuple[torch.device, torch.dtype | None]:
@@ -92,3 +108,19 @@ def load_causal_lm(src: str):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32), load_tokenizer(src)
+
+
+def load_classifier(src: str, num_labels: int, seed: int = 0):
+    """An encoder with a fresh head (seeded): num_labels classes, or 1 for regression."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=num_labels, dtype=torch.float32)
+    if num_labels == 1:
+        model.config.problem_type = "regression"
+    return model, load_tokenizer(src)
+
+
+def load(src: str, kind: str, num_labels: int = 0, seed: int = 0):
+    """(model, tokenizer) for a model kind: causal LM, or encoder classifier."""
+    return load_classifier(src, num_labels, seed) if kind == "encoder" else load_causal_lm(src)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 
@@ -16,6 +16,9 @@ _CORPUS = [
     "true false solution1 solution2 answer1 answer2 answer3 answer4 answer5",
     "ending1 ending2 ending3 ending4 option1 option2",
     "Please answer the following question with the correct choice.",
+    "Below is an instruction that describes a task. ### Instruction: ### Response:",
+    "the correct answer is. Your entire response should be in English, in all lowercase letters.",
+    "the movie was wonderful and moving; the plot was dull and the acting was terrible.",
     "A student measures the temperature of water every minute.",
     "Energy from the sun is converted into chemical energy by photosynthesis.",
 ]
@@ -66,3 +69,14 @@ def make_llama(
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
+
+
+def make_bert(vocab_size: int = 1000, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+              intermediate_size: int = 128, seed: int = 0) -> BertModel:
+    """A random-init BERT encoder with real BERT module names (query, intermediate.dense, ...);
+    saved, it loads with AutoModelForSequenceClassification like all-MiniLM-L6-v2."""
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=512, pad_token_id=0)
+    torch.manual_seed(seed)
+    return BertModel(config).eval()

@@ -16,6 +16,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from . import atomic, data, export, methods, models, provenance, tsd
 from .dash import lora_layers
+from .tasks import TASKS, TRAIN_SETS
 
 
 def seed_everything(seed: int) -> None:
@@ -91,10 +92,20 @@ def peak_memory_mb(device: torch.device) -> dict:
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def make_batch(encoded: list[dict], cfg: dict, seed: int, step: int, pad_id: int, device) -> dict:
-    """Left-padded, so the answer tokens of every row sit in the last columns."""
+def encode(tokenizer, rows: list[dict], cfg: dict, fmt: str) -> list[dict]:
+    if fmt == "classification":
+        return [data.encode_classification(tokenizer, r, cfg["max_length"]) for r in rows]
+    return [data.encode_example(tokenizer, r, cfg["max_length"]) for r in rows]
+
+
+def make_batch(encoded: list[dict], cfg: dict, seed: int, step: int, pad_id: int, device,
+               fmt: str = "causal") -> dict:
+    """Causal rows are left-padded, so the answer tokens of every row sit in the last columns."""
     rows = [encoded[i] for i in batch_indices(len(encoded), cfg["batch_size"], seed, step)]
-    batch = data.collate(rows, pad_id, side="left")
+    if fmt == "classification":
+        batch = data.collate_classification(rows, pad_id)
+    else:
+        batch = data.collate(rows, pad_id, side="left")
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -112,15 +123,21 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
         logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
+def batch_loss(model, batch: dict, fmt: str) -> torch.Tensor:
+    """Answer-token cross-entropy for causal LMs; the head's own loss (cross-entropy, or MSE
+    for regression) for classifiers."""
+    return model(**batch).loss if fmt == "classification" else answer_loss(model, batch)
+
+
 def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path | None = None,
         stop_after: int | None = None, device: torch.device | None = None, amp_dtype=None,
-        hooks: methods.Hooks | None = None, ctx: methods.Context | None = None) -> dict:
+        hooks: methods.Hooks | None = None, ctx: methods.Context | None = None, fmt: str = "causal") -> dict:
     """Train `model` (already wrapped with its adapter, hooks set up) in place; returns the loss
     curve and timing. `hooks.after_step` runs after every optimizer step (and once before the
     first, for switches at step 0). `stop_after` ends early without finishing (to test resuming)."""
     device = device or torch.device("cpu")
     hooks = hooks or methods.Hooks()
-    encoded = [data.encode_example(tokenizer, ex, cfg["max_length"]) for ex in examples]
+    encoded = encode(tokenizer, examples, cfg, fmt)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     scheduler = get_linear_schedule_with_warmup(optimizer, cfg["warmup_steps"], cfg["steps"])
@@ -134,10 +151,10 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
     tokens, t0 = 0, time.perf_counter()
     bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="train", mininterval=2)
     for step in bar:
-        batch = make_batch(encoded, cfg, seed, step, tokenizer.pad_token_id, device)
+        batch = make_batch(encoded, cfg, seed, step, tokenizer.pad_token_id, device, fmt)
         autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
         with autocast:
-            loss = answer_loss(model, batch)
+            loss = batch_loss(model, batch, fmt)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -158,16 +175,17 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
 
 
 def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
-                 svd_cache: str | Path | None, stage_input: str | None = None) -> methods.Context:
+                 svd_cache: str | Path | None, stage_input: str | None = None,
+                 fmt: str = "causal") -> methods.Context:
     """Hooks' view of the run: a plain-LoRA warm-up and extra batches use their own seed offset."""
 
     def warmup(m, n):
         sub = {**cfg, "steps": n, "warmup_steps": min(cfg["warmup_steps"], max(n - 1, 0))}
-        return fit(m, tokenizer, examples, sub, seed + 7919, device=device, amp_dtype=amp_dtype)
+        return fit(m, tokenizer, examples, sub, seed + 7919, device=device, amp_dtype=amp_dtype, fmt=fmt)
 
     def batches(n):
-        encoded = [data.encode_example(tokenizer, ex, cfg["max_length"]) for ex in examples]
-        return [make_batch(encoded, cfg, seed + 7919, k, tokenizer.pad_token_id, device) for k in range(n)]
+        encoded = encode(tokenizer, examples, cfg, fmt)
+        return [make_batch(encoded, cfg, seed + 7919, k, tokenizer.pad_token_id, device, fmt) for k in range(n)]
 
     return methods.Context(train=cfg, tsd=tsd_cfg, total_steps=cfg["steps"], cache=tsd.SVDCache(svd_cache),
                            warmup=warmup, batches=batches, stage_input=stage_input,
@@ -192,7 +210,18 @@ def analysis_arrays(model, ctx: methods.Context) -> dict:
     return out
 
 
-def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method: str, rank: int,
+def load_base(model_src: str, train_set: str, seed: int):
+    """The model a train set needs (a causal LM, or an encoder with a seeded fresh head) and
+    the peft options that go with it (classifier heads train beside the adapter)."""
+    ts = TRAIN_SETS[train_set]
+    if ts.format == "classification":
+        base, tokenizer = models.load_classifier(model_src, TASKS[ts.tasks[0]].num_labels, seed)
+        return base, tokenizer, {"task_type": "SEQ_CLS", "modules_to_save": models.head_modules(base)}
+    base, tokenizer = models.load_causal_lm(model_src)
+    return base, tokenizer, {}
+
+
+def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, method: str, rank: int,
         seed: int, cfg: dict, out_adapter: str | Path, out_metrics: str | Path, threads: int = 1,
         tsd_cfg: dict | None = None, svd_cache: str | Path | None = None,
         out_analysis: str | Path | None = None, stage_input: str | None = None) -> dict:
@@ -200,17 +229,17 @@ def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method
     torch.set_num_threads(threads)
     device, amp_dtype = models.pick_device()
     seed_everything(seed)
-    spec = methods.METHODS[method]
-    base, tokenizer = models.load_causal_lm(model_src)
+    spec, fmt = methods.METHODS[method], TRAIN_SETS[train_set].format
+    base, tokenizer, peft_extra = load_base(model_src, train_set, seed)
     targets = models.target_modules(base, cfg.get("target_modules"))
-    model = methods.attach(method, base, rank, cfg, targets).to(device)
-    examples = data.read_jsonl(Path(task_dir) / "train.jsonl")
+    model = methods.attach(method, base, rank, cfg, targets, **peft_extra).to(device)
+    examples = data.read_jsonl(Path(data_dir) / "train.jsonl")
     ctx = make_context(tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache,
-                       stage_input)
+                       stage_input, fmt)
     spec.hooks.setup(model, ctx)
     ckpt = Path(out_metrics).parent / "checkpoint" / "state.pt"
     log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,
-              hooks=spec.hooks, ctx=ctx)
+              hooks=spec.hooks, ctx=ctx, fmt=fmt)
     with atomic.directory(out_adapter) as tmp:
         if spec.hooks.exports_via_factors:
             exported = export.export_adapter(model, tmp)
@@ -224,7 +253,7 @@ def run(model_name: str, model_src: str, task: str, task_dir: str | Path, method
             np.savez_compressed(tmp, **arrays)
         ctx.timings["analysis_s"] = time.perf_counter() - t0
     metrics = {
-        "model": model_name, "task": task, "method": method, "rank": rank, "seed": seed,
+        "model": model_name, "train_set": train_set, "method": method, "rank": rank, "seed": seed,
         "train_config": cfg, "tsd_config": tsd_cfg, "target_modules": targets,
         "n_train_examples": len(examples), "trainable_params": methods.trainable_parameters(model),
         "total_params": sum(p.numel() for p in model.parameters()),

@@ -118,7 +118,8 @@ def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokeniz
     assets.build_model("tiny-llama", tmp_path / "model", None)
     (tmp_path / "task").mkdir()
     (tmp_path / "task" / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    stages.eva_init(str(tmp_path / "model"), tmp_path / "task", 4, train_cfg, tmp_path / "eva.pt", n_batches=4)
+    stages.eva_init(str(tmp_path / "model"), "commonsense170k", tmp_path / "task", 4, train_cfg, tmp_path / "eva.pt",
+                    n_batches=4)
 
     torch.manual_seed(0)
     model = methods.attach("eva", make_llama(vocab_size=1000), 4, train_cfg, TARGETS)

@@ -56,8 +56,46 @@ def test_hub_ids_are_accepted_without_network():
 
 
 def test_encoder_model_on_a_causal_task_is_rejected():
-    msg = _error(models=["all-minilm-l6-v2"])
+    msg = _error(models=["all-minilm-l6-v2"], tasks=["arc_easy"])
     assert "arc_easy" in msg and "causal" in msg and "encoder" in msg
+
+
+def test_glue_on_a_causal_lm_and_ifeval_on_an_encoder_are_rejected():
+    msg = _error(models=["smollm2-135m-instruct"], tasks=["arc_easy", "sst2"])
+    assert "tasks[1]" in msg and "'sst2' (glue) needs an encoder model" in msg and "smollm2-135m-instruct (causal)" in msg
+    msg = _error(models=["all-minilm-l6-v2"], tasks=["rte", "ifeval"])
+    assert "tasks[1]" in msg and "'ifeval' (instruction) needs a causal model" in msg
+
+
+def test_a_model_no_task_can_use_is_rejected():
+    msg = _error(models=["smollm2-135m-instruct", "all-minilm-l6-v2"], tasks=["arc_easy"])
+    assert "models[1]" in msg and "is an encoder model but no listed task needs one" in msg and "sst2" in msg
+
+
+def test_hub_models_declare_their_kind():
+    cfg = {**DEFAULT, "models": ["org/causal", "microsoft/deberta-v3-base"], "tasks": ["arc_easy", "cola"],
+           "data_source": "hub", "model_kinds": {"microsoft/deberta-v3-base": "encoder"}}
+    check(cfg, SCHEMA)
+    msg = _error(models=["microsoft/deberta-v3-base"], tasks=["cola"], data_source="hub")
+    assert "'cola' (glue) needs an encoder model" in msg and "model_kinds" in msg
+    msg = _error(model_kinds={"org/unlisted": "encoder"})
+    assert "model_kinds.org/unlisted" in msg
+    msg = _error(model_kinds={DEFAULT["models"][0]: "decoder"})
+    assert "model_kinds" in msg and "'decoder'" in msg and "causal" in msg
+
+
+def test_task_without_an_offline_copy_needs_hub_data():
+    msg = _error(tasks=["arc_easy", "cola"], models=["smollm2-135m-instruct", "all-minilm-l6-v2"])
+    assert "tasks[1]" in msg and "'cola' has no embedded copy" in msg and "sst2" in msg and "data_source: hub" in msg
+
+
+def test_family_overrides_train_data_and_protocols_are_checked():
+    msg = _error(family_train={"glu": {"lr": 1e-3}, "glue": {"stepz": 3, "lr": 0}})
+    assert "family_train.glu" in msg and "family_train.glue.stepz" in msg and "family_train.glue.lr" in msg
+    msg = _error(train_data={"commonsense": "x.json"})
+    assert "train_data.commonsense" in msg and "commonsense170k" in msg
+    msg = _error(eval={**DEFAULT["eval"], "protocols": ["loglik", "bleu"]})
+    assert "eval.protocols[1]" in msg and "'bleu'" in msg and "generative" in msg
 
 
 def test_misspelt_key_and_bad_type_are_rejected():

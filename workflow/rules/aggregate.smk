@@ -6,6 +6,7 @@ rule aggregate:
         cells=grid_cells(),
         base=base_cells(),
         data=expand("resources/data/{task}", task=config["tasks"]),
+        train_sets=expand("resources/train_sets/{ts}", ts=train_sets_for(config["tasks"])),
     output:
         md=report(
             "results/leaderboard.md",

@@ -1,12 +1,13 @@
 # Shared helpers: config checks (before any job), grid expansion, path helpers.
 import sys
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
 from lora_tsd import assets, models
 from lora_tsd.config import ConfigError, check
 from lora_tsd.methods import METHODS
-from lora_tsd.tasks import TASKS
+from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for
 
 try:
     check(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -24,11 +25,17 @@ TSD_METHODS = {name for name, m in METHODS.items() if m.option_group == "tsd"}
 SLUGS = {models.slug(m): m for m in config["models"]}
 WHEELS = {assets.wheel_stem(r): r for r in
           [assets.DATA_PACKAGE] + [s.package for s in models.EMBEDDED_MODELS.values() if s.package]}
+# Each model meets the tasks of its kind (a causal LM the commonsense and instruction tasks,
+# an encoder GLUE); the config check made sure every task has a model of its kind.
+PAIRS = [(slug, task) for slug, name in SLUGS.items() for task in config["tasks"]
+         if TASKS[task].model_kind == models.kind(name, config["model_kinds"])]
+RUN = "results/runs/{model}/{train_set}/{method}/r{rank}/s{seed}"
 
 
 wildcard_constraints:
     model="[^/]+",
     task="|".join(TASKS),
+    train_set="|".join(TRAIN_SETS),
     method="|".join(METHODS),
     rank=r"\d+",
     seed=r"\d+",
@@ -52,16 +59,37 @@ def wheel_path(requirement):
     return f"resources/wheels/{assets.wheel_stem(requirement)}.whl"
 
 
+def train_set_tasks(wildcards):
+    """Task folders a train set is built from: its tasks' carved (or hub) train splits, unless
+    it reads a shipped file or the config's `train_data` names its source."""
+    spec = TRAIN_SETS[wildcards.train_set]
+    own = config["data_source"] == "hub" and (config["train_data"].get(spec.name) or spec.hub)
+    if spec.family != "glue" and (spec.packaged and config["data_source"] == "embedded" or own):
+        return {}
+    return {t: f"resources/data/{t}" for t in spec.tasks}
+
+
+def train_params(wildcards):
+    """train, then the family's overrides, then the method's, then the model's target modules."""
+    family = TRAIN_SETS[wildcards.train_set].family
+    cfg = {**config["train"], **config["family_train"].get(family, {}),
+           **config["method_train"].get(wildcards.method, {})}
+    targets = config["target_modules"].get(model_name(wildcards))
+    return {**cfg, "target_modules": targets} if targets else cfg
+
+
 def grid_cells():
-    return expand(
-        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/eval.json",
-        model=list(SLUGS), task=config["tasks"], method=config["methods"],
-        rank=config["ranks"], seed=config["seeds"],
-    )
+    """Every (cell, task) evaluation file of the grid."""
+    return [
+        f"{RUN}/eval/{task}.json".format(model=m, train_set=TASKS[task].train_set, method=method,
+                                          rank=rank, seed=seed)
+        for m, task in PAIRS for method in config["methods"]
+        for rank in config["ranks"] for seed in config["seeds"]
+    ]
 
 
 def base_cells():
-    return expand("results/runs/{model}/{task}/base/eval.json", model=list(SLUGS), task=config["tasks"])
+    return [f"results/runs/{m}/base/{task}.json" for m, task in PAIRS]
 
 
 def stage_input(wildcards):

@@ -1,23 +1,25 @@
-# Scoring with lm-eval on the held-out split: each trained cell, and the untuned base model.
+# Scoring on a task's held-out rows with its family's protocols: each trained cell, and the
+# untuned base model (an encoder's base has a fresh, seed-0 head: a chance-level reference).
 
 
 rule evaluate:
     input:
         model=model_input,
         data="resources/data/{task}",
-        adapter="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/adapter",
-        train="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/train.json",
+        adapter=f"{RUN}/adapter",
+        train=f"{RUN}/train.json",
     output:
-        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/eval.json",
+        f"{RUN}/eval/{{task}}.json",
     params:
         model_name=model_name,
         model_source=model_source,
         eval=config["eval"],
+        source=config["data_source"],
     threads: 1
     resources:
         gpu=1,
     log:
-        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/eval.log",
+        f"{RUN}/eval/{{task}}.log",
     script:
         "../scripts/evaluate.py"
 
@@ -27,15 +29,16 @@ rule evaluate_base:
         model=model_input,
         data="resources/data/{task}",
     output:
-        "results/runs/{model}/{task}/base/eval.json",
+        "results/runs/{model}/base/{task}.json",
     params:
         model_name=model_name,
         model_source=model_source,
         eval=config["eval"],
+        source=config["data_source"],
     threads: 1
     resources:
         gpu=1,
     log:
-        "results/runs/{model}/{task}/base/eval.log",
+        "results/runs/{model}/base/{task}.log",
     script:
         "../scripts/evaluate.py"

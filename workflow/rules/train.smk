@@ -4,22 +4,22 @@
 rule train:
     input:
         model=model_input,
-        data="resources/data/{task}",
+        data="resources/train_sets/{train_set}",
         stage=stage_input,
     output:
-        adapter=directory("results/runs/{model}/{task}/{method}/r{rank}/s{seed}/adapter"),
-        metrics="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/train.json",
-        analysis="results/runs/{model}/{task}/{method}/r{rank}/s{seed}/tsd_analysis.npz",
+        adapter=directory(f"{RUN}/adapter"),
+        metrics=f"{RUN}/train.json",
+        analysis=f"{RUN}/tsd_analysis.npz",
     params:
         model_name=model_name,
         model_source=model_source,
-        train=lambda wc: {**config["train"], **config["method_train"].get(wc.method, {})},
+        train=train_params,
         tsd=lambda wc: config["tsd"] if wc.method in TSD_METHODS else {},
         svd_cache=lambda wc: f"resources/svd/{wc.model}",
     threads: 1
     resources:
         gpu=1,
     log:
-        "results/runs/{model}/{task}/{method}/r{rank}/s{seed}/train.log",
+        f"{RUN}/train.log",
     script:
         "../scripts/train.py"

@@ -7,9 +7,16 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from lora_tsd import aggregate, provenance
 
+
+def manifests(folders):
+    return [json.loads((Path(d) / "split.json").read_text()) for d in folders]
+
+
 config = dict(snakemake.params.config)
-splits = [json.loads((Path(d) / "split.json").read_text()) for d in snakemake.input.data]
-data = "; ".join(f"{s['task']}: {s['how']}, {s['n_train']} train / {s['n_test']} test" for s in splits)
-stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_hash(config), "data": data}
+tests = "; ".join(f"{s['task']}: {s['how']}, {s['n_train']} train / {s['n_test']} test"
+                  for s in manifests(snakemake.input.data))
+trains = "; ".join(f"{s['train_set']}: {s['how']} ({s['n_train']} rows)" for s in manifests(snakemake.input.train_sets))
+stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_hash(config),
+         "data": f"test sets: {tests}. Train sets: {trains}."}
 aggregate.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
                 snakemake.output.md, snakemake.output.csv, snakemake.output.json)

@@ -1,4 +1,4 @@
-# Snakemake script: score a trained cell (or the base model) on the held-out split.
+# Snakemake script: score a trained cell (or the base model) on one task's held-out rows.
 import json
 import sys
 from pathlib import Path
@@ -16,4 +16,4 @@ if adapter:
                 "train": {k: v for k, v in train.items() if k not in ("losses", "packages")}}
 evaluation.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
                Path(snakemake.input.data) / "test.jsonl", adapter, dict(snakemake.params.eval),
-               snakemake.output[0], run_info, threads=snakemake.threads)
+               snakemake.output[0], run_info, source=snakemake.params.source, threads=snakemake.threads)
