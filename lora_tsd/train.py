@@ -115,7 +115,9 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
     own loss on the full logits; a test checks it."""
     labels = batch["labels"]
     answer_cols = (labels != -100).any(dim=0).nonzero()
-    keep = labels.shape[1] - int(answer_cols.min()) + 1 if answer_cols.numel() else 1
+    # One column before the first answer token; a row cut to its answer alone has no label
+    # for its first token (nothing precedes it), as in the model's own shifted loss.
+    keep = min(labels.shape[1] - int(answer_cols.min()) + 1, labels.shape[1]) if answer_cols.numel() else 1
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    logits_to_keep=keep).logits
     targets = labels[:, labels.shape[1] - keep + 1:]

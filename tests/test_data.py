@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from lora_tsd import data
@@ -70,3 +72,68 @@ def test_task_normalisers(task, row, gold, n):
     assert ex["gold"] == gold and len(ex["choices"]) == n and isinstance(ex["query"], str)
     if task == "winogrande":
         assert ex["choices"][0] == "Sam beat Max so Sam won."
+
+
+@pytest.mark.parametrize("task,row,words,answer", [
+    ("boolq", {"question": "is it", "passage": "P", "answer": True}, "true/false", "true"),
+    ("piqa", {"goal": "G", "sol1": "a", "sol2": "b", "label": 0}, "solution1/solution2", "solution1"),
+    ("social_iqa", {"context": "C", "question": "Q", "answerA": "a", "answerB": "b", "answerC": "c",
+                    "label": "2"}, "answer1/answer2/answer3", "answer2"),
+    ("hellaswag", {"activity_label": "A", "ctx_a": "x.", "ctx_b": "he", "endings": ["e1", "e2", "e3", "e4"],
+                   "label": "3"}, "ending1/ending2/ending3/ending4", "ending4"),
+    ("winogrande", {"sentence": "Sam beat Max so _ won.", "option1": "Sam", "option2": "Max", "answer": "2"},
+     "option1/option2", "option2"),
+])
+def test_commonsense170k_rows(task, row, words, answer):
+    from lora_tsd import prompts
+
+    out = prompts.commonsense_row(TASKS[task].to_example(row), TASKS[task].answer_style)
+    assert out["instruction"].endswith(f"Answer format: {words}")
+    assert out["output"] == f"the correct answer is {answer}" and out["answer"] == answer and out["input"] == ""
+    if task == "winogrande":
+        assert "Sam beat Max so _ won." in out["instruction"] and "Option1: Sam\n\nOption2: Max" in out["instruction"]
+    if task == "boolq":
+        assert "question: is it?" in out["instruction"] and "Answer1" not in out["instruction"]
+
+
+def test_alpaca_rows_train_on_the_response_and_its_end_token(tokenizer):
+    from lora_tsd import prompts
+
+    row = {"instruction": "Name a colour.", "input": "", "output": "red"}
+    enc = data.encode_example(tokenizer, row, 256)
+    prompt = prompts.alpaca("Name a colour.")
+    n_ctx = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert prompt.startswith("Below is an instruction") and prompt.endswith("### Response:\n")
+    assert enc["labels"][:n_ctx] == [-100] * n_ctx
+    assert tokenizer.decode(enc["input_ids"][n_ctx:]) == "red</s>" and enc["labels"][-1] == tokenizer.eos_token_id
+    with_input = prompts.alpaca("Translate.", "bonjour")
+    assert "### Input:\nbonjour" in with_input
+
+
+def _task_dir(path, rows):
+    path.mkdir(parents=True)
+    (path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_commonsense_train_set_renders_every_task_train_split(tmp_path):
+    arc = {"query": "Question: Q\nAnswer:", "choices": ["w", "x"], "gold": 1, "question": "Q", "options": ["w", "x"]}
+    piqa = {"query": "Question: G\nAnswer:", "choices": ["a", "b"], "gold": 0, "question": "G", "options": ["a", "b"]}
+    dirs = {t: _task_dir(tmp_path / t, []) for t in TASKS if TASKS[t].family == "commonsense"}
+    dirs["arc_easy"] = _task_dir(tmp_path / "arc", [arc, arc])
+    dirs["piqa"] = _task_dir(tmp_path / "pq", [piqa])
+    manifest = data.build_train_set("commonsense170k", "embedded", tmp_path / "out", dirs)
+    rows = data.read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert manifest["n_train"] == 3 and [r["task"] for r in rows] == ["arc_easy", "arc_easy", "piqa"]
+    assert rows[0]["output"] == "the correct answer is answer2" and rows[2]["answer"] == "solution1"
+    assert set(rows[0]) >= {"instruction", "input", "output", "answer"}
+
+
+@pytest.mark.parametrize("task,row,expected", [
+    ("sst2", {"sentence": "fine film", "label": 1}, {"text": "fine film", "text_pair": None, "label": 1}),
+    ("rte", {"sentence1": "a", "sentence2": "b", "label": 0}, {"text": "a", "text_pair": "b", "label": 0}),
+    ("stsb", {"sentence1": "a", "sentence2": "b", "label": 3.2}, {"text": "a", "text_pair": "b", "label": 3.2}),
+    ("qnli", {"question": "q", "sentence": "s", "label": 1}, {"text": "q", "text_pair": "s", "label": 1}),
+])
+def test_glue_normalisers(task, row, expected):
+    assert TASKS[task].to_example(row) == expected

@@ -105,3 +105,16 @@ def test_answer_only_head_equals_the_full_loss(tiny_model, train_cfg, tokenizer,
         full = tiny_model(**data.collate(rows, tokenizer.pad_token_id, side="right")).loss
         fast = train.answer_loss(tiny_model, data.collate(rows, tokenizer.pad_token_id, side="left"))
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_answer_only_head_handles_a_row_cut_to_its_answer(tiny_model, tokenizer):
+    from lora_tsd import data
+
+    long_answer = {"instruction": "Say it.", "input": "", "output": "word " * 40}
+    rows = [data.encode_example(tokenizer, long_answer, 16),
+            data.encode_example(tokenizer, {"instruction": "Hi.", "input": "", "output": "ok"}, 16)]
+    assert all(label != -100 for label in rows[0]["labels"])  # the prompt was cut away entirely
+    with torch.no_grad():
+        full = tiny_model(**data.collate(rows, tokenizer.pad_token_id, side="right")).loss
+        fast = train.answer_loss(tiny_model, data.collate(rows, tokenizer.pad_token_id, side="left"))
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)

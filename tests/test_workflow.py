@@ -50,29 +50,51 @@ def smoke_run(workdir):
     return _snakemake(workdir, SMOKE)
 
 
-def test_smoke_grid_has_a_numeric_row_per_cell_and_a_base_row(workdir, smoke_run):
+FAMILY_PROTOCOLS = {"commonsense": {"loglik": ["acc", "acc_norm"], "generative": ["acc"]},
+                    "glue": {"glue": None}, "instruction": {"ifeval": [
+                        "prompt_level_strict_acc", "inst_level_strict_acc",
+                        "prompt_level_loose_acc", "inst_level_loose_acc"]}}
+GLUE_METRICS = {"sst2": ["accuracy"], "rte": ["accuracy"]}
+
+
+def test_every_family_has_a_numeric_row_per_cell_task_and_metric_plus_base(workdir, smoke_run):
+    from lora_tsd.tasks import TASKS
+
     df = pd.read_csv(workdir / "results" / "leaderboard.csv")
-    cells = df[df["method"] != "base"]
-    expected = sorted((m, r, s) for m in SMOKE["methods"] for r in SMOKE["ranks"] for s in SMOKE["seeds"])
-    assert sorted(zip(cells["method"], cells["rank"], cells["seed"])) == expected
-    assert (df["method"] == "base").sum() == 1
-    assert df["acc"].between(0, 100).all() and df["acc_norm"].between(0, 100).all()
-    assert (df["n_test"] == SMOKE["eval"]["limit"]).all()
-    assert (cells["trainable_params"] > 0).all() and (cells["steps"] == SMOKE["train"]["steps"]).all()
+    assert df["value"].notna().all()
+    for task in SMOKE["tasks"]:
+        family = TASKS[task].family
+        model = "tiny-bert" if family == "glue" else "tiny-llama"
+        for protocol, names in FAMILY_PROTOCOLS[family].items():
+            part = df[(df.task == task) & (df.protocol == protocol)]
+            assert set(part["model"]) == {model}, (task, protocol)
+            for metric in names or GLUE_METRICS[task]:
+                rows = part[part.metric == metric]
+                cells = rows[rows.method != "base"]
+                expected = sorted((m, r, s) for m in SMOKE["methods"] for r in SMOKE["ranks"] for s in SMOKE["seeds"])
+                assert sorted(zip(cells["method"], cells["rank"], cells["seed"])) == expected, (task, metric)
+                assert (rows.method == "base").sum() == 1, (task, metric)
+                assert rows["value"].between(-100, 100).all()
+    loglik = df[(df.protocol == "loglik") & (df.metric == "acc")]
+    assert (loglik["n_test"] == SMOKE["eval"]["limit"]).all()
     md = (workdir / "results" / "leaderboard.md").read_text()
-    assert "log-likelihood" in md and "tiny-llama" in md and "train /" in md
+    for heading in ("commonsense — loglik", "commonsense — generative", "glue — glue", "instruction — ifeval"):
+        assert f"## {heading}" in md
+    assert "tiny-llama" in md and "tiny-bert" in md and "Train sets: commonsense170k" in md
 
 
 @pytest.mark.parametrize("method,export_rank", [("lora", 4), ("lora_dash", 6), ("lora_init", 8), ("lora_tsd", 10)])
 def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, smoke_run, method, export_rank):
-    run = workdir / f"results/runs/tiny-llama/arc_easy/{method}/r4/s0"
+    run = workdir / f"results/runs/tiny-llama/commonsense170k/{method}/r4/s0"
     adapter_cfg = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == export_rank and adapter_cfg["peft_type"] == "LORA"
     assert (run / "adapter" / "adapter_model.safetensors").exists()
     metrics = json.loads((run / "train.json").read_text())
     assert metrics["rank"] == 4 and len(metrics["losses"]) == SMOKE["train"]["steps"]
+    assert metrics["train_set"] == "commonsense170k"
     assert metrics["packages"]["torch"].startswith("2.13.0") and "tokens_per_s" in metrics
     assert not (run / "checkpoint").exists()  # removed once the run finished
+    assert sorted(p.name for p in (run / "eval").glob("*.json")) == ["arc_easy.json", "piqa.json"]
     import numpy as np
 
     arrays = np.load(run / "tsd_analysis.npz")
@@ -81,6 +103,22 @@ def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, 
     if method in ("lora_dash", "lora_tsd"):
         assert arrays[f"{q}|indices_switch"].shape == (SMOKE["tsd"]["dash_s"],)
         assert metrics["switch_step"] == int(SMOKE["tsd"]["dash_t"] * SMOKE["train"]["steps"])
+    glue = workdir / f"results/runs/tiny-bert/sst2/{method}/r4/s0"
+    glue_cfg = json.loads((glue / "adapter" / "adapter_config.json").read_text())
+    assert glue_cfg["task_type"] == "SEQ_CLS" and "classifier" in glue_cfg["modules_to_save"]
+
+
+def test_train_sets_are_built_once_and_shared(workdir, smoke_run):
+    from lora_tsd import data
+
+    rows = data.read_jsonl(workdir / "resources/train_sets/commonsense170k/train.jsonl")
+    assert {r["task"] for r in rows} == {"arc_easy", "arc_challenge", "boolq", "piqa", "social_iqa", "hellaswag",
+                                         "winogrande", "openbookqa"}
+    assert all(r["output"].startswith("the correct answer is ") for r in rows)
+    alpaca = data.read_jsonl(workdir / "resources/train_sets/alpaca/train.jsonl")
+    assert len(alpaca) >= 200 and all(r["instruction"] and r["output"] for r in alpaca)
+    test = data.read_jsonl(workdir / "resources/data/ifeval/test.jsonl")
+    assert all(set(r) == {"key", "prompt", "instruction_id_list", "kwargs"} for r in test)
 
 
 def test_second_invocation_has_nothing_to_do(workdir, smoke_run):
@@ -89,9 +127,9 @@ def test_second_invocation_has_nothing_to_do(workdir, smoke_run):
 
 
 def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir, smoke_run):
-    config = {**SMOKE, "methods": ["lora", "lora_dash"], "seeds": [1],
-              "train": {**SMOKE["train"], "steps": 400, "checkpoint_every": 10}}
-    victim = workdir / "results/runs/tiny-llama/arc_easy/lora/r4/s1"
+    config = {**SMOKE, "methods": ["lora", "lora_dash"], "seeds": [1], "models": ["tiny-llama"],
+              "tasks": ["arc_easy"], "train": {**SMOKE["train"], "steps": 400, "checkpoint_every": 10}}
+    victim = workdir / "results/runs/tiny-llama/commonsense170k/lora/r4/s1"
     proc = subprocess.Popen(_cmd(workdir, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=_env())
     deadline = time.time() + 600
@@ -111,7 +149,7 @@ def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir,
     assert killed >= 1
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode != 0  # the killed job failed the run
-    assert not (victim / "train.json").exists() and not (victim / "eval.json").exists()
+    assert not (victim / "train.json").exists() and not (victim / "eval").exists()
     assert not (victim / "adapter").exists()
     assert (victim / "checkpoint" / "state.pt").exists()
 
@@ -121,14 +159,17 @@ def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir,
     metrics = json.loads((victim / "train.json").read_text())
     assert metrics["resumed_from_step"] >= 10 and len(metrics["losses"]) == 400
     df = pd.read_csv(workdir / "results" / "leaderboard.csv")
-    assert len(df) == 1 + len(config["methods"])
+    acc = df[(df.protocol == "loglik") & (df.metric == "acc")]
+    assert len(acc) == 1 + len(config["methods"])
 
 
 def test_a_method_with_its_own_stage_runs_that_rule_once_for_all_seeds(workdir, smoke_run):
-    config = {**SMOKE, "methods": ["eva"], "seeds": [0, 1]}
+    config = {**SMOKE, "methods": ["eva"], "seeds": [0, 1], "tasks": ["arc_easy", "sst2"]}
     proc = _snakemake(workdir, config)
     jobs = _jobs(proc.stdout + proc.stderr)
-    assert jobs.get("eva_init") == 1 and jobs.get("train") == 2, jobs
-    assert (workdir / "resources/init/tiny-llama/arc_easy/eva_r4.pt").exists()
+    assert jobs.get("eva_init") == 2 and jobs.get("train") == 4, jobs  # one per train set, not per seed
+    assert (workdir / "resources/init/tiny-llama/commonsense170k/eva_r4.pt").exists()
+    assert (workdir / "resources/init/tiny-bert/sst2/eva_r4.pt").exists()
     df = pd.read_csv(workdir / "results" / "leaderboard.csv")
-    assert sorted(df.loc[df["method"] == "eva", "seed"]) == [0, 1]
+    eva = df[(df["method"] == "eva") & (df.metric.isin(["acc", "accuracy"])) & (df.protocol != "generative")]
+    assert sorted(zip(eva["task"], eva["seed"])) == [("arc_easy", 0), ("arc_easy", 1), ("sst2", 0), ("sst2", 1)]
