@@ -39,7 +39,8 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
     df["seed"] = df["seed"].astype("Int64")
     order = {f: i for i, f in enumerate(FAMILIES)}
     df = df.assign(_f=df["family"].map(order), _b=df["method"].ne("base"))
-    return df.sort_values(["_f", "protocol", "model", "_b", "method", "rank", "seed", "task", "metric"]) \
+    # Stable sort: metrics keep the order the protocol reports them in.
+    return df.sort_values(["_f", "protocol", "model", "_b", "method", "rank", "seed", "task"], kind="stable") \
              .drop(columns=["_f", "_b"]).reset_index(drop=True)
 
 

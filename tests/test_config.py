@@ -52,7 +52,7 @@ def test_unknown_model_lists_embedded_models_and_hub_ids():
 
 
 def test_hub_ids_are_accepted_without_network():
-    check({**DEFAULT, "models": ["HuggingFaceTB/SmolLM2-135M"]}, SCHEMA)
+    check({**DEFAULT, "models": ["HuggingFaceTB/SmolLM2-135M", "all-minilm-l6-v2"]}, SCHEMA)
 
 
 def test_encoder_model_on_a_causal_task_is_rejected():
