@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import atomic
-from .evaluation import PROTOCOLS
+from .evaluation import METRIC_ORDER, PROTOCOLS
 from .tasks import FAMILIES
 
 ROW = ["family", "protocol", "model", "method", "rank"]
@@ -38,10 +38,11 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
     df["rank"] = df["rank"].astype("Int64")
     df["seed"] = df["seed"].astype("Int64")
     order = {f: i for i, f in enumerate(FAMILIES)}
-    df = df.assign(_f=df["family"].map(order), _b=df["method"].ne("base"))
-    # Stable sort: metrics keep the order the protocol reports them in.
-    return df.sort_values(["_f", "protocol", "model", "_b", "method", "rank", "seed", "task"], kind="stable") \
-             .drop(columns=["_f", "_b"]).reset_index(drop=True)
+    rank = {m: i for ms in METRIC_ORDER.values() for i, m in enumerate(ms)}
+    df = df.assign(_f=df["family"].map(order), _b=df["method"].ne("base"), _m=df["metric"].map(rank).fillna(99))
+    # Metrics in the protocol's table order (METRIC_ORDER), others as recorded.
+    return df.sort_values(["_f", "protocol", "model", "_b", "method", "rank", "seed", "task", "_m"], kind="stable") \
+             .drop(columns=["_f", "_b", "_m"]).reset_index(drop=True)
 
 
 def with_averages(df: pd.DataFrame) -> pd.DataFrame:

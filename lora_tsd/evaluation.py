@@ -24,6 +24,10 @@ PROTOCOLS = {
     "ifeval": "lm-eval IFEval checkers on Alpaca-prompted generations (prompt/instruction-level, strict/loose)",
     "glue": "classifier predictions scored with evaluate's GLUE metric",
 }
+# Table column order per protocol (lm-eval returns metrics alphabetically).
+METRIC_ORDER = {"loglik": ["acc", "acc_norm"],
+                "ifeval": ["prompt_level_strict_acc", "inst_level_strict_acc",
+                           "prompt_level_loose_acc", "inst_level_loose_acc"]}
 DEFAULT_EVAL = {"protocols": ["loglik", "generative", "ifeval", "glue"], "num_beams": 1,
                 "max_gen_toks": 32, "ifeval_max_gen_toks": 1280}
 
