@@ -86,19 +86,30 @@ def _write_rows(out: str | Path, files: dict[str, list[dict]], manifest: dict) -
         (tmp / "split.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def train_set_origin(name: str, source: str, hub_override: str | None = None) -> str:
+    """Where a train set's rows come from: "tasks" (its tasks' train splits, which the workflow
+    must prepare first), "packaged" (a file this package ships) or "hub" (a hub id or local JSON)."""
+    spec = TRAIN_SETS[name]
+    if spec.family == "glue":
+        return "tasks"
+    if source == "embedded":
+        return "packaged" if spec.packaged else "tasks"
+    return "hub" if hub_override or spec.hub else "tasks"
+
+
 def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str, str | Path],
                     hub_override: str | None = None) -> dict:
     """Write <out>/train.jsonl in the train set's format. Embedded: the carved train splits of
     its tasks (commonsense rendered as Commonsense170K rows) or the shipped file; real configs:
     the hub id or local JSON the config names (`train_data`), else the registry's default."""
-    spec = TRAIN_SETS[name]
+    spec, origin = TRAIN_SETS[name], train_set_origin(name, source, hub_override)
     if spec.family == "glue":  # the task's own train split, already normalised
         rows = read_jsonl(Path(task_dirs[spec.tasks[0]]) / "train.jsonl")
         how = f"{spec.tasks[0]} train split"
-    elif source == "embedded" and spec.packaged:
+    elif origin == "packaged":
         rows = read_jsonl(packaged_path(spec.packaged))
         how = f"shipped file lora_tsd/{spec.packaged}"
-    elif source == "embedded" or (spec.tasks and not (hub_override or spec.hub)):
+    elif origin == "tasks":
         rows = [{**prompts.commonsense_row(ex, TASKS[t].answer_style), "task": t}
                 for t in spec.tasks for ex in read_jsonl(Path(task_dirs[t]) / "train.jsonl")]
         how = f"carved train splits of {', '.join(spec.tasks)} in the Commonsense170K format"

@@ -162,8 +162,8 @@ def score_lm(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dict,
         if "ifeval" in protocols:
             from . import ifeval
 
-            ifeval.ensure_punkt()  # before lm-eval imports its IFEval checkers
-            ifeval.registry()  # seeds langdetect, which the case checkers call
+            # Installs the offline Punkt model and seeds langdetect before lm-eval imports the checkers.
+            ifeval.registry()
             specs["ifeval"] = ifeval_yaml(task, None if source == "hub" else test_file, eval_cfg)
         if not specs:
             return {}

@@ -120,7 +120,3 @@ def load_classifier(src: str, num_labels: int, seed: int = 0):
         model.config.problem_type = "regression"
     return model, load_tokenizer(src)
 
-
-def load(src: str, kind: str, num_labels: int = 0, seed: int = 0):
-    """(model, tokenizer) for a model kind: causal LM, or encoder classifier."""
-    return load_classifier(src, num_labels, seed) if kind == "encoder" else load_causal_lm(src)

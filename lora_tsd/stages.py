@@ -22,10 +22,7 @@ def eva_init(model_src: str, train_set: str, data_dir: str | Path, rank: int, cf
     encoded = train.encode(tokenizer, data.read_jsonl(Path(data_dir) / "train.jsonl"), cfg, fmt)
     size = cfg["batch_size"]
     chunks = [encoded[i:i + size] for i in range(0, min(len(encoded), n_batches * size), size)]
-    if fmt == "classification":
-        batches = [data.collate_classification(c, tokenizer.pad_token_id) for c in chunks]
-    else:
-        batches = [data.collate(c, tokenizer.pad_token_id) for c in chunks]
+    batches = [train.collate(c, tokenizer.pad_token_id, fmt, side="right") for c in chunks]
     keep = ("input_ids", "attention_mask", "token_type_ids")
     batches = [{k: v for k, v in b.items() if k in keep} for b in batches]
     # Computed on the peft-wrapped model so the keys are the module names EVA's loader expects.

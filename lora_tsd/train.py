@@ -98,15 +98,18 @@ def encode(tokenizer, rows: list[dict], cfg: dict, fmt: str) -> list[dict]:
     return [data.encode_example(tokenizer, r, cfg["max_length"]) for r in rows]
 
 
+def collate(rows: list[dict], pad_id: int, fmt: str, side: str = "left") -> dict:
+    """Causal rows are left-padded by default, so every row's answer tokens sit in the last
+    columns; classification rows are right-padded."""
+    if fmt == "classification":
+        return data.collate_classification(rows, pad_id)
+    return data.collate(rows, pad_id, side=side)
+
+
 def make_batch(encoded: list[dict], cfg: dict, seed: int, step: int, pad_id: int, device,
                fmt: str = "causal") -> dict:
-    """Causal rows are left-padded, so the answer tokens of every row sit in the last columns."""
     rows = [encoded[i] for i in batch_indices(len(encoded), cfg["batch_size"], seed, step)]
-    if fmt == "classification":
-        batch = data.collate_classification(rows, pad_id)
-    else:
-        batch = data.collate(rows, pad_id, side="left")
-    return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.to(device) for k, v in collate(rows, pad_id, fmt).items()}
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:

@@ -137,3 +137,16 @@ def test_commonsense_train_set_renders_every_task_train_split(tmp_path):
 ])
 def test_glue_normalisers(task, row, expected):
     assert TASKS[task].to_example(row) == expected
+
+
+@pytest.mark.parametrize("name,source,override,origin", [
+    ("commonsense170k", "embedded", None, "tasks"),
+    ("commonsense170k", "hub", None, "tasks"),  # no default hub id: the 8 hub train splits, rendered
+    ("commonsense170k", "hub", "data/commonsense_170k.json", "hub"),
+    ("alpaca", "embedded", None, "packaged"),
+    ("alpaca", "hub", None, "hub"),  # yahma/alpaca-cleaned
+    ("sst2", "embedded", None, "tasks"),
+    ("mnli", "hub", "ignored", "tasks"),  # GLUE always trains on its own task's train split
+])
+def test_train_set_origin(name, source, override, origin):
+    assert data.train_set_origin(name, source, override) == origin

@@ -5,25 +5,23 @@ default here), else the hub's `glue` metric; both take the same config names and
 `evaluate` is imported inside `load_glue` only: it is slow to import."""
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
 GLUE_MODULE = Path(__file__).resolve().parent / "glue"
 
-# GLUE config name -> the keys its score carries (same as the hub's `glue` metric).
-GLUE_KEYS: dict[str, tuple[str, ...]] = {
-    "cola": ("matthews_correlation",),
-    "sst2": ("accuracy",),
-    "mrpc": ("accuracy", "f1"),
-    "qqp": ("accuracy", "f1"),
-    "stsb": ("pearson", "spearmanr"),
-    "mnli": ("accuracy",),
-    "mnli_matched": ("accuracy",),
-    "mnli_mismatched": ("accuracy",),
-    "qnli": ("accuracy",),
-    "rte": ("accuracy",),
-    "wnli": ("accuracy",),
-}
+
+def _module_keys() -> dict[str, tuple[str, ...]]:
+    """GLUE config name -> score keys, read from the shipped module's own table without
+    importing it (it imports evaluate, datasets, scipy): the module must stay self-contained."""
+    tree = ast.parse((GLUE_MODULE / "glue.py").read_text())
+    table = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                 and any(getattr(t, "id", None) == "GLUE_KEYS" for t in node.targets))
+    return ast.literal_eval(table)
+
+
+GLUE_KEYS: dict[str, tuple[str, ...]] = _module_keys()
 
 _TRUE = {"1", "true", "yes", "on"}
 

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from lora_tsd import assets, models
 from lora_tsd.config import ConfigError, check
+from lora_tsd.data import train_set_origin
 from lora_tsd.methods import METHODS
 from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for
 
@@ -62,11 +63,10 @@ def wheel_path(requirement):
 def train_set_tasks(wildcards):
     """Task folders a train set is built from: its tasks' carved (or hub) train splits, unless
     it reads a shipped file or the config's `train_data` names its source."""
-    spec = TRAIN_SETS[wildcards.train_set]
-    own = config["data_source"] == "hub" and (config["train_data"].get(spec.name) or spec.hub)
-    if spec.family != "glue" and (spec.packaged and config["data_source"] == "embedded" or own):
+    name = wildcards.train_set
+    if train_set_origin(name, config["data_source"], config["train_data"].get(name)) != "tasks":
         return {}
-    return {t: f"resources/data/{t}" for t in spec.tasks}
+    return {t: f"resources/data/{t}" for t in TRAIN_SETS[name].tasks}
 
 
 def train_params(wildcards):
