@@ -18,6 +18,34 @@ class ConfigError(ValueError):
     pass
 
 
+# Per-cell train options: `train`, then these sections' entries for the cell, in this order.
+OVERRIDES = ("family_train", "train_set_train", "method_train")
+LENGTH_KEYS = ("steps", "epochs")  # a run's length: an override of one replaces the other
+
+
+def merge_train(train: dict, *overrides: dict) -> dict:
+    """`train` with each override applied in turn; giving `steps` drops an inherited `epochs`
+    and the reverse, so a family or method can switch how its run length is counted."""
+    merged = dict(train)
+    for override in overrides:
+        for key in LENGTH_KEYS:
+            if key in override:
+                merged.pop(LENGTH_KEYS[1 - LENGTH_KEYS.index(key)], None)
+        merged.update(override)
+    return merged
+
+
+def cell_train(config: dict, family: str, train_set: str, method: str) -> dict:
+    """The train options of one grid cell."""
+    keys = {"family_train": family, "train_set_train": train_set, "method_train": method}
+    return merge_train(config["train"], *[(config.get(sec) or {}).get(keys[sec], {}) for sec in OVERRIDES])
+
+
+def local_path(value: str) -> bool:
+    """A config value that names a file on disk rather than a hub id."""
+    return Path(value).suffix in (".json", ".jsonl", ".parquet", ".csv") or value.startswith((".", "/", "~"))
+
+
 def _key(path) -> str:
     out = ""
     for part in path:
@@ -42,17 +70,23 @@ def _registry_problems(config: dict) -> list[str]:
     for i, name in enumerate(config.get("methods", [])):
         if name not in METHODS:
             problems.append(_unknown(f"methods[{i}]", name, sorted(METHODS)))
-    train_keys = set(config.get("train", {})) | {"checkpoint_every"}
-    for section, registry in (("method_train", METHODS), ("family_train", FAMILIES)):
+    schema_train = yaml.safe_load(SCHEMA.read_text())["properties"]["train"]["properties"]
+    train_keys = set(schema_train)
+    for section, registry in (("method_train", METHODS), ("family_train", FAMILIES),
+                              ("train_set_train", TRAIN_SETS)):
         for name, overrides in (config.get(section) or {}).items():
             if name not in registry:
                 problems.append(_unknown(f"{section}.{name}", name, sorted(registry)))
             for key in overrides if isinstance(overrides, dict) else []:
                 if key not in train_keys:
                     problems.append(_unknown(f"{section}.{name}.{key}", key, sorted(train_keys)))
-    for name in config.get("train_data") or {}:
+    for name, value in (config.get("train_data") or {}).items():
         if name not in TRAIN_SETS:
             problems.append(_unknown(f"train_data.{name}", name, sorted(TRAIN_SETS)))
+        elif isinstance(value, str) and local_path(value) and not Path(value).expanduser().is_file():
+            problems.append(f"config key 'train_data.{name}': local file {value!r} does not exist "
+                            f"(relative paths are read from {Path.cwd()}); allowed values: an existing JSON/JSONL "
+                            f"file, or a hub id such as 'org/name'")
     embedded = config.get("data_source", "embedded") == "embedded"
     for i, name in enumerate(config.get("tasks", [])):
         if name not in TASKS:
@@ -99,10 +133,28 @@ def _kind_problems(config: dict) -> list[str]:
     return problems
 
 
+def _length_problems(config: dict) -> list[str]:
+    """Every cell's run length is given exactly once, as steps or as epochs."""
+    train = config.get("train") or {}
+    if not isinstance(train, dict):
+        return []
+    given = [k for k in LENGTH_KEYS if k in train]
+    if len(given) == 1:
+        return []
+    what = "neither" if not given else "both"
+    return [f"config key 'train': {what} of steps and epochs given; allowed values: exactly one of "
+            f"train.steps (optimizer steps) or train.epochs (passes over the train set)"]
+
+
 def _consistency_problems(config: dict) -> list[str]:
     problems = []
+    train = config.get("train", {})
+    for key in ("eval_every", "keep_best"):
+        if train.get(key) and not train.get("val_size"):
+            problems.append(f"config key 'train.{key}': {train[key]} needs held-out rows; "
+                            f"allowed values: null/false, or set train.val_size > 0")
     dashing = {"lora_dash", "lora_tsd"} & set(config.get("methods", []))
-    steps = config.get("train", {}).get("steps")
+    steps = train.get("steps")
     t = config.get("tsd", {}).get("dash_t", 100)
     if dashing and isinstance(steps, int) and isinstance(t, (int, float)) and t >= 1 and t >= steps:
         problems.append(
@@ -113,13 +165,13 @@ def _consistency_problems(config: dict) -> list[str]:
 
 
 def _override_problems(config: dict, schema: dict) -> list[str]:
-    """Each method's and family's train overrides, merged over `train`, must still satisfy the schema."""
+    """Each override section's entries, merged over `train`, must still satisfy the schema."""
     problems = []
     train_schema = schema["properties"]["train"]
-    for section in ("method_train", "family_train"):
+    for section in OVERRIDES:
         for name, overrides in (config.get(section) or {}).items():
             if isinstance(overrides, dict) and isinstance(config.get("train"), dict):
-                merged = {**config["train"], **overrides}
+                merged = merge_train(config["train"], overrides)
                 for e in jsonschema.Draft202012Validator(train_schema).iter_errors(merged):
                     problems.append(f"config key '{section}.{name}.{_key(e.absolute_path)}': {e.message}")
     return problems
@@ -128,7 +180,8 @@ def _override_problems(config: dict, schema: dict) -> list[str]:
 def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Raise ConfigError listing every problem; return None when the config is usable."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    problems = _schema_problems(config, schema) + _registry_problems(config) + _override_problems(config, schema)
+    problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config)
+                + _override_problems(config, schema))
     if not problems:
         problems = _consistency_problems(config)
     if problems:

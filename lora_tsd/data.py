@@ -110,17 +110,27 @@ def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str
         rows = read_jsonl(packaged_path(spec.packaged))
         how = f"shipped file lora_tsd/{spec.packaged}"
     elif origin == "tasks":
-        rows = [{**prompts.commonsense_row(ex, TASKS[t].answer_style), "task": t}
-                for t in spec.tasks for ex in read_jsonl(Path(task_dirs[t]) / "train.jsonl")]
+        rows = [{**commonsense_row(t, doc), "task": t}
+                for t in spec.tasks for doc in read_jsonl(Path(task_dirs[t]) / "train.jsonl")]
         how = f"carved train splits of {', '.join(spec.tasks)} in the Commonsense170K format"
     else:
         where = hub_override or spec.hub
         rows = [{k: r.get(k) or "" for k in ("instruction", "input", "output")}
                 for r in _hub_rows(where, None, spec.hub_split)]
         how = f"{where} ({spec.hub_split} split)"
+    if spec.template:  # the exact text trained on, visible in the file
+        rows = [{**r, "prompt": prompts.TEMPLATES[spec.template](r), "response": r["output"]} for r in rows]
+        how += f"; {spec.template} prompt template"
     manifest = {"train_set": name, "source": source, "how": how, "n_train": len(rows)}
     _write_rows(out, {"train": rows}, manifest)
     return manifest
+
+
+def commonsense_row(task: str, doc: dict) -> dict:
+    """A commonsense task's stored row as an LLM-Adapters row {instruction, input, output, answer}."""
+    spec = TASKS[task]
+    question, options, gold = spec.item(doc)
+    return prompts.commonsense_row(question, options, gold, spec.answer_style)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -128,21 +138,25 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def prompt_and_response(tokenizer, row: dict) -> tuple[str, str]:
-    """An Alpaca row {instruction, input, output} -> (Alpaca prompt, output + EOS, so generation
-    learns to stop); a multiple-choice row {query, choices, gold} -> (query, " " + gold choice),
-    the split lm-eval scores."""
+    """A train-set row rendered by build_train_set {prompt, response} -> (prompt, response + EOS,
+    so generation learns to stop); an Alpaca row {instruction, input, output} gets the Alpaca
+    template; a multiple-choice row {query, choices, gold} -> (query, " " + gold choice), the
+    split lm-eval scores."""
+    if "prompt" in row:
+        return row["prompt"], row["response"] + tokenizer.eos_token
     if "instruction" in row:
         return prompts.alpaca(row["instruction"], row.get("input") or ""), row["output"] + tokenizer.eos_token
     return row["query"], " " + row["choices"][row["gold"]]
 
 
-def encode_example(tokenizer, example: dict, max_length: int) -> dict:
+def encode_example(tokenizer, example: dict, max_length: int, train_on_inputs: bool = False) -> dict:
     """Prompt plus response, split the way lm-eval scores a continuation: the response's
     tokens are whole(prompt + response) minus the prompt's tokens. Loss falls on the
-    response only; over-long examples lose tokens from the left."""
+    response only, or on every token with `train_on_inputs` (LLM-Adapters' default, which the
+    paper's runs kept); over-long examples lose tokens from the left."""
     context, continuation = prompt_and_response(tokenizer, example)
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    n_ctx = len(tokenizer(context, add_special_tokens=False)["input_ids"])
+    n_ctx = 0 if train_on_inputs else len(tokenizer(context, add_special_tokens=False)["input_ids"])
     labels = [-100] * n_ctx + whole[n_ctx:]
     return {"input_ids": whole[-max_length:], "labels": labels[-max_length:]}
 

@@ -19,8 +19,8 @@ from . import atomic, data, models, prompts, provenance
 from .tasks import FAMILIES, TASKS
 
 PROTOCOLS = {
-    "loglik": "lm-eval 0-shot log-likelihood multiple choice (acc, acc_norm)",
-    "generative": "generative (Alpaca prompt, Commonsense170K instruction, first answer word by regex; acc)",
+    "loglik": "lm-eval 0-shot log-likelihood multiple choice, lm-eval's own task configs (acc, acc_norm)",
+    "generative": "generative, LLM-Adapters' prompts and extract_answer (first answer word; acc)",
     "ifeval": "lm-eval IFEval checkers on Alpaca-prompted generations (prompt/instruction-level, strict/loose)",
     "glue": "classifier predictions scored with evaluate's GLUE metric",
 }
@@ -38,29 +38,43 @@ def _data_files(path: str | Path) -> dict:
             "test_split": "test"}
 
 
+def lm_eval_config(task: str) -> tuple[Path, dict]:
+    """The installed lm-eval's own config of a task (includes and !function resolved)."""
+    import lm_eval.tasks
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    path = Path(lm_eval.tasks.__file__).parent / TASKS[task].lm_eval_yaml
+    return path, load_yaml(path, resolve_func=False)
+
+
 def task_yaml(task: str, test_file: str | Path) -> dict:
-    """Protocol A: an lm-eval multiple-choice task over our normalised test split."""
+    """Protocol A offline: lm-eval's own task config, included unchanged (its process_docs,
+    doc_to_text, doc_to_choice, doc_to_target, WinoGrande's partial scoring), with only the
+    dataset swapped for our held-out rows, stored in the schema that config reads."""
+    path, cfg = lm_eval_config(task)
+    split = cfg.get("test_split") or cfg["validation_split"]  # the split lm-eval scores
     return {
-        "task": f"lora_tsd_{task}", **_data_files(test_file),
-        "output_type": "multiple_choice",
-        "doc_to_text": "{{query}}", "doc_to_choice": "{{choices}}", "doc_to_target": "{{gold}}",
-        "target_delimiter": " ",
-        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
-        "metadata": {"version": 1.0},
+        "include": str(path), "task": f"lora_tsd_{task}", "tag": [],
+        "dataset_path": "json", "dataset_name": None,
+        "dataset_kwargs": {"data_files": {split: str(Path(test_file).resolve())}},
+        "training_split": None, "fewshot_split": None,
+        "validation_split": split if split == cfg.get("validation_split") else None,
+        "test_split": split if split == cfg.get("test_split") else None,
     }
 
 
 def generative_rows(task: str, test_rows: list[dict]) -> list[dict]:
-    style = TASKS[task].answer_style
+    """Each held-out row as LLM-Adapters' test.json row in commonsense_evaluate.py's prompt."""
     rows = []
-    for ex in test_rows:
-        row = prompts.commonsense_row(ex, style)
-        rows.append({"prompt": prompts.alpaca(row["instruction"]), "answer": row["answer"]})
+    for doc in test_rows:
+        row = data.commonsense_row(task, doc)
+        rows.append({"prompt": prompts.llm_adapters_eval(row["instruction"]), "answer": row["answer"]})
     return rows
 
 
-def generative_yaml(task: str, rendered_file: str | Path, n_choices: int, eval_cfg: dict) -> dict:
-    """Protocol B as an lm-eval generate_until task: decode, keep the first answer word."""
+def generative_yaml(task: str, rendered_file: str | Path, eval_cfg: dict) -> dict:
+    """Protocol B as an lm-eval generate_until task: decode, then LLM-Adapters' extract_answer
+    (its regex for the task, first match, "" when none) and exact match with the answer word."""
     style = TASKS[task].answer_style
     return {
         "task": f"lora_tsd_gen_{task}", **_data_files(rendered_file),
@@ -69,8 +83,8 @@ def generative_yaml(task: str, rendered_file: str | Path, n_choices: int, eval_c
         "generation_kwargs": {"until": [], "do_sample": False, "num_beams": eval_cfg["num_beams"],
                               "max_gen_toks": eval_cfg["max_gen_toks"]},
         "filter_list": [{"name": "first_answer_word", "filter": [
-            {"function": "regex", "regex_pattern": prompts.answer_pattern(style, n_choices),
-             "group_select": 0, "fallback": "[no answer]"},
+            {"function": "regex", "regex_pattern": prompts.answer_pattern(style), "group_select": 0,
+             "fallback": ""},
             {"function": "take_first"}]}],
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         "metadata": {"version": 1.0},
@@ -154,11 +168,10 @@ def score_lm(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dict,
         if "loglik" in protocols:
             specs["loglik"] = spec.lm_eval_task if source == "hub" else task_yaml(task, test_file)
         if "generative" in protocols:
-            rows = data.read_jsonl(test_file)
             rendered = tmp / "generative.jsonl"
-            rendered.write_text("".join(json.dumps(r) + "\n" for r in generative_rows(task, rows)))
-            n_choices = max(len(r["choices"]) for r in rows)
-            specs["generative"] = generative_yaml(task, rendered, n_choices, eval_cfg)
+            rows = generative_rows(task, data.read_jsonl(test_file))
+            rendered.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            specs["generative"] = generative_yaml(task, rendered, eval_cfg)
         if "ifeval" in protocols:
             from . import ifeval
 

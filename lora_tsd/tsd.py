@@ -11,9 +11,14 @@ import torch
 
 from . import atomic
 
-# Singular values at or below this (relative to the largest) carry no direction of W: their
-# change rate is defined as 0 rather than dividing by ~0.
-REL_EPS = 1e-10
+
+def live_directions(dec: "SVD") -> torch.Tensor:
+    """Singular values above the numerical-rank cutoff max(m, n) * eps * s_max (numpy's
+    matrix_rank rule, eps of the SVD's dtype). Below it a singular value is rounding noise and
+    its direction is not a direction of W: its change rate is defined as 0, not |proj| / ~0."""
+    m, n = dec.U.shape[0], dec.Vh.shape[1]
+    cutoff = max(m, n) * torch.finfo(dec.S.dtype).eps * dec.S.max().clamp_min(torch.finfo(dec.S.dtype).tiny)
+    return dec.S > cutoff
 
 
 @dataclass
@@ -40,14 +45,14 @@ def projected_change(U: torch.Tensor, Vh: torch.Tensor, B: torch.Tensor, A: torc
 def change_rates(dec: SVD, B: torch.Tensor, A: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """delta_i = |u_i^T dW v_i| / s_i for dW = scale * B @ A; 0 where s_i is (numerically) zero."""
     proj = projected_change(dec.U, dec.Vh, B, A, scale).abs()
-    live = dec.S > REL_EPS * dec.S.max().clamp_min(torch.finfo(dec.S.dtype).tiny)
+    live = live_directions(dec)
     return torch.where(live, proj / torch.where(live, dec.S, torch.ones_like(dec.S)), torch.zeros_like(proj))
 
 
 def change_rates_full(dec: SVD, dW: torch.Tensor) -> torch.Tensor:
     """The same rates for a dense change (e.g. an accumulated gradient)."""
     proj = ((dec.U.T @ dW.to(dec.U.dtype)) * dec.Vh).sum(dim=1).abs()
-    live = dec.S > REL_EPS * dec.S.max().clamp_min(torch.finfo(dec.S.dtype).tiny)
+    live = live_directions(dec)
     return torch.where(live, proj / torch.where(live, dec.S, torch.ones_like(dec.S)), torch.zeros_like(proj))
 
 

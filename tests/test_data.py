@@ -56,22 +56,29 @@ def test_collate_pads_right_and_ignores_padding():
 @pytest.mark.parametrize("task,row,gold,n", [
     ("arc_easy", {"question": "Q", "choices": {"text": ["w", "x", "y", "z"], "label": ["A", "B", "C", "D"]},
                   "answerKey": "C"}, 2, 4),
+    ("arc_easy", {"question": "Q", "choices": {"text": ["w", "x", "y"], "label": ["1", "2", "3"]},
+                  "answerKey": "3"}, 2, 3),
     ("openbookqa", {"question_stem": "Q", "choices": "{'text': ['w', 'x'], 'label': ['A', 'B']}",
                     "answerKey": "B"}, 1, 2),
     ("boolq", {"question": "is it", "passage": "P", "answer": "False"}, 0, 2),
     ("boolq", {"question": "is it", "passage": "P", "answer": True}, 1, 2),
+    ("boolq", {"question": "is it", "passage": "P", "idx": 4, "label": 1}, 1, 2),  # super_glue schema
     ("piqa", {"goal": "G", "sol1": "a", "sol2": "b", "label": "1"}, 1, 2),
     ("social_iqa", {"context": "C", "question": "Q", "answerA": "a", "answerB": "b", "answerC": "c",
                     "label": "3"}, 2, 3),
-    ("hellaswag", {"activity_label": "A", "ctx_a": "x.", "ctx_b": "he", "endings": ["e1", "e2", "e3", "e4"],
-                   "label": "3"}, 3, 4),
+    ("hellaswag", {"activity_label": "A", "ctx_a": "x.", "ctx_b": "he", "ctx": "x. he",
+                   "endings": ["e1", "e2", "e3", "e4"], "label": "3"}, 3, 4),
     ("winogrande", {"sentence": "Sam beat Max so _ won.", "option1": "Sam", "option2": "Max", "answer": "1"}, 0, 2),
 ])
-def test_task_normalisers(task, row, gold, n):
-    ex = TASKS[task].to_example(row)
-    assert ex["gold"] == gold and len(ex["choices"]) == n and isinstance(ex["query"], str)
-    if task == "winogrande":
-        assert ex["choices"][0] == "Sam beat Max so Sam won."
+def test_task_rows_and_items(task, row, gold, n):
+    doc = TASKS[task].to_example(row)
+    question, options, g = TASKS[task].item(doc)
+    assert g == gold and len(options) == n and isinstance(question, str)
+    assert json.loads(json.dumps(doc)) == doc  # stored as plain JSON
+    if task == "boolq":  # stored in super_glue's schema, the one lm-eval's boolq reads
+        assert set(doc) == {"question", "passage", "idx", "label"} and doc["label"] == gold
+    if task == "openbookqa":
+        assert doc["choices"] == {"text": ["w", "x"], "label": ["A", "B"]}
 
 
 @pytest.mark.parametrize("task,row,words,answer", [
@@ -79,19 +86,17 @@ def test_task_normalisers(task, row, gold, n):
     ("piqa", {"goal": "G", "sol1": "a", "sol2": "b", "label": 0}, "solution1/solution2", "solution1"),
     ("social_iqa", {"context": "C", "question": "Q", "answerA": "a", "answerB": "b", "answerC": "c",
                     "label": "2"}, "answer1/answer2/answer3", "answer2"),
-    ("hellaswag", {"activity_label": "A", "ctx_a": "x.", "ctx_b": "he", "endings": ["e1", "e2", "e3", "e4"],
-                   "label": "3"}, "ending1/ending2/ending3/ending4", "ending4"),
+    ("hellaswag", {"activity_label": "A", "ctx_a": "x.", "ctx_b": "he", "ctx": "x. he",
+                   "endings": ["e1", "e2", "e3", "e4"], "label": "3"}, "ending1/ending2/ending3/ending4", "ending4"),
     ("winogrande", {"sentence": "Sam beat Max so _ won.", "option1": "Sam", "option2": "Max", "answer": "2"},
      "option1/option2", "option2"),
 ])
 def test_commonsense170k_rows(task, row, words, answer):
-    from lora_tsd import prompts
-
-    out = prompts.commonsense_row(TASKS[task].to_example(row), TASKS[task].answer_style)
+    out = data.commonsense_row(task, TASKS[task].to_example(row))
     assert out["instruction"].endswith(f"Answer format: {words}")
     assert out["output"] == f"the correct answer is {answer}" and out["answer"] == answer and out["input"] == ""
-    if task == "winogrande":
-        assert "Sam beat Max so _ won." in out["instruction"] and "Option1: Sam\n\nOption2: Max" in out["instruction"]
+    if task == "winogrande":  # one line, as LLM-Adapters writes it
+        assert out["instruction"].endswith("Sam beat Max so _ won.\n\nOption1: Sam Option2: Max Answer format: option1/option2")
     if task == "boolq":
         assert "question: is it?" in out["instruction"] and "Answer1" not in out["instruction"]
 
@@ -117,8 +122,10 @@ def _task_dir(path, rows):
 
 
 def test_commonsense_train_set_renders_every_task_train_split(tmp_path):
-    arc = {"query": "Question: Q\nAnswer:", "choices": ["w", "x"], "gold": 1, "question": "Q", "options": ["w", "x"]}
-    piqa = {"query": "Question: G\nAnswer:", "choices": ["a", "b"], "gold": 0, "question": "G", "options": ["a", "b"]}
+    from lora_tsd import prompts
+
+    arc = {"question": "Q", "choices": {"text": ["w", "x"], "label": ["A", "B"]}, "answerKey": "B"}
+    piqa = {"goal": "G", "sol1": "a", "sol2": "b", "label": 0}
     dirs = {t: _task_dir(tmp_path / t, []) for t in TASKS if TASKS[t].family == "commonsense"}
     dirs["arc_easy"] = _task_dir(tmp_path / "arc", [arc, arc])
     dirs["piqa"] = _task_dir(tmp_path / "pq", [piqa])
@@ -126,7 +133,18 @@ def test_commonsense_train_set_renders_every_task_train_split(tmp_path):
     rows = data.read_jsonl(tmp_path / "out" / "train.jsonl")
     assert manifest["n_train"] == 3 and [r["task"] for r in rows] == ["arc_easy", "arc_easy", "piqa"]
     assert rows[0]["output"] == "the correct answer is answer2" and rows[2]["answer"] == "solution1"
-    assert set(rows[0]) >= {"instruction", "input", "output", "answer"}
+    assert set(rows[0]) >= {"instruction", "input", "output", "answer", "prompt", "response"}
+    # trained in LLM-Adapters' finetune.py template; the response is the output
+    assert rows[0]["prompt"] == prompts.llm_adapters_train(rows[0]["instruction"])
+    assert rows[0]["response"] == rows[0]["output"] and "llm_adapters prompt template" in manifest["how"]
+
+
+def test_train_on_inputs_puts_the_loss_on_every_token(tokenizer):
+    row = {"prompt": "Question: which?\nAnswer:", "response": " red"}
+    masked = data.encode_example(tokenizer, row, 256)
+    every = data.encode_example(tokenizer, row, 256, train_on_inputs=True)
+    assert masked["input_ids"] == every["input_ids"] and every["labels"] == every["input_ids"]
+    assert masked["labels"][0] == -100 and masked["labels"][-1] == every["labels"][-1]
 
 
 @pytest.mark.parametrize("task,row,expected", [
@@ -142,7 +160,7 @@ def test_glue_normalisers(task, row, expected):
 @pytest.mark.parametrize("name,source,override,origin", [
     ("commonsense170k", "embedded", None, "tasks"),
     ("commonsense170k", "hub", None, "tasks"),  # no default hub id: the 8 hub train splits, rendered
-    ("commonsense170k", "hub", "data/commonsense_170k.json", "hub"),
+    ("commonsense170k", "hub", "resources/commonsense_170k.json", "hub"),
     ("alpaca", "embedded", None, "packaged"),
     ("alpaca", "hub", None, "hub"),  # yahma/alpaca-cleaned
     ("sst2", "embedded", None, "tasks"),

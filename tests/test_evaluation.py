@@ -24,8 +24,15 @@ def _write(path, rows):
     return path
 
 
+def _arc_docs(examples):
+    """The conftest examples as ARC rows (the schema lm-eval's arc_easy reads)."""
+    return [{"id": str(i), "question": ex["query"].removeprefix("Question: ").removesuffix("\nAnswer:"),
+             "choices": {"text": ex["choices"], "label": list("ABCD")}, "answerKey": "ABCD"[ex["gold"]]}
+            for i, ex in enumerate(examples)]
+
+
 def test_lm_eval_accuracy_equals_a_direct_log_likelihood_argmax(tokenizer, examples, tmp_path):
-    test_file = _write(tmp_path / "test.jsonl", examples)
+    test_file = _write(tmp_path / "test.jsonl", _arc_docs(examples))
     model = make_llama(vocab_size=1000, seed=7)
     res = evaluation.score_lm(model, tokenizer, "arc_easy", test_file, LOGLIK, "embedded")["loglik"]
     expected = []
@@ -38,14 +45,14 @@ def test_lm_eval_accuracy_equals_a_direct_log_likelihood_argmax(tokenizer, examp
 
 
 def test_limit_scores_only_the_first_examples(tokenizer, examples, tmp_path):
-    test_file = _write(tmp_path / "test.jsonl", examples)
+    test_file = _write(tmp_path / "test.jsonl", _arc_docs(examples))
     res = evaluation.score_lm(make_llama(vocab_size=1000), tokenizer, "arc_easy", test_file,
                               {**LOGLIK, "limit": 5}, "embedded")
     assert list(res) == ["loglik"] and res["loglik"]["n_test"] == 5
 
 
-ARC = [{"query": f"Question: q{i}\nAnswer:", "choices": ["w", "x", "y", "z"], "gold": i % 4,
-        "question": f"what is item {i}?", "options": ["w", "x", "y", "z"]} for i in range(6)]
+ARC = [{"id": str(i), "question": f"what is item {i}?", "choices": {"text": ["w", "x", "y", "z"],
+        "label": list("ABCD")}, "answerKey": "ABCD"[i % 4]} for i in range(6)]
 
 
 class CannedLM:
@@ -75,7 +82,7 @@ def test_generative_protocol_scores_the_first_answer_word(tmp_path):
              "the answer is answer1 or answer4", "no idea", "the correct answer is answer2"]
     replies = {r["prompt"]: t for r, t in zip(rows, texts)}
     rendered = _write(tmp_path / "gen.jsonl", rows)
-    spec = evaluation.generative_yaml("arc_easy", rendered, 4, evaluation.DEFAULT_EVAL)
+    spec = evaluation.generative_yaml("arc_easy", rendered, evaluation.DEFAULT_EVAL)
     res = evaluation.lm_eval_run(CannedLM(replies), {"generative": spec}, None, tmp_path)
     # first answer words: answer1 (right), answer2 (right), none, answer1 (wrong), none, answer2 (right)
     assert res["generative"]["metrics"]["acc"] == pytest.approx(3 / 6)

@@ -119,3 +119,17 @@ def test_mnli_scores_matched_and_mismatched_separately(bert_dir, tmp_path):
         idx = [i for i, r in enumerate(rows) if r["subset"] == subset]
         expected = sum(preds[i] == rows[i]["label"] for i in idx) / len(idx)
         assert res["metrics"][f"accuracy_{subset}"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("method", ["lora_init", "lora_tsd"])
+def test_lora_init_warmup_leaves_the_classifier_head_as_it_found_it(method, bert_dir):
+    base, tokenizer, extra = train.load_base(str(bert_dir), "sst2", seed=0)
+    model = methods.attach(method, base, 4, CFG, models.target_modules(base), **extra)
+    head = {n: p.detach().clone() for n, p in model.named_parameters()
+            if p.requires_grad and "lora_" not in n}
+    assert head and all("modules_to_save" in n for n in head)
+    ctx = train.make_context(tokenizer, ROWS, CFG, dict(TSD), 0, torch.device("cpu"), None, None, fmt="classification")
+    methods.METHODS[method].hooks.setup(model, ctx)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in head.items())
+    assert ctx.timings["init_s"] > 0 and ctx.timings["init_steps"] == TSD["init_steps"]

@@ -168,3 +168,31 @@ def test_svd_cache_is_reused_across_runs(train_cfg, tokenizer, examples, tmp_pat
     _, ctx2, _ = _train("lora_tsd", cfg, tokenizer, examples, tsd_cfg={**TSD_CFG, "dash_t": 1}, cache=tmp_path)
     assert ctx1.cache.misses == 2 * len(TARGETS) and ctx1.cache.hits == 0
     assert ctx2.cache.misses == 0 and ctx2.cache.hits == 2 * len(TARGETS)
+
+
+def test_lora_init_resume_rebuilds_w_from_the_checkpoint_and_never_reselects(train_cfg, tokenizer, examples,
+                                                                             tmp_path):
+    cfg = {**train_cfg, "steps": 10, "checkpoint_every": 4}
+    hooks = methods.METHODS["lora_init"].hooks
+    model, ctx = _setup("lora_init", cfg, tokenizer, examples)
+    full = train.fit(model, tokenizer, examples, cfg, 0, hooks=hooks, ctx=ctx)
+
+    ckpt = tmp_path / "state.pt"
+    first, ctx1 = _setup("lora_init", cfg, tokenizer, examples)
+    train.fit(first, tokenizer, examples, cfg, 0, ckpt=ckpt, stop_after=4, hooks=hooks, ctx=ctx1)
+    second = _model("lora_init", cfg)
+    ctx2 = train.make_context(tokenizer, examples, cfg, dict(TSD_CFG), 0, torch.device("cpu"), None, None)
+
+    def no_warmup(*_):
+        raise AssertionError("a resumed LoRA-Init must not re-run its warm-up")
+
+    ctx2.warmup = no_warmup
+    ctx2.resume = train.read_checkpoint(ckpt)
+    hooks.setup(second, ctx2)
+    resumed = train.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
+    assert resumed["resumed_from_step"] == 4
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-5, abs=1e-6)
+    for (n, a), (_, b) in zip(dash.lora_layers(model), dash.lora_layers(second)):
+        torch.testing.assert_close(a.get_base_layer().weight, b.get_base_layer().weight, msg=n)
+    assert {k: v["indices"].tolist() for k, v in ctx2.analysis["init"].items()} == \
+        {k: v["indices"].tolist() for k, v in ctx.analysis["init"].items()}

@@ -118,3 +118,75 @@ def test_answer_only_head_handles_a_row_cut_to_its_answer(tiny_model, tokenizer)
         full = tiny_model(**data.collate(rows, tokenizer.pad_token_id, side="right")).loss
         fast = train.answer_loss(tiny_model, data.collate(rows, tokenizer.pad_token_id, side="left"))
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+# --- the official recipe's options
+
+def test_micro_batches_accumulate_the_whole_batch_gradient(tokenizer, examples, train_cfg):
+    from lora_tsd import data
+
+    rows = [data.encode_example(tokenizer, ex, 64) for ex in examples[:8]]
+    rows[1] = data.encode_example(tokenizer, {**examples[1], "query": "A far longer prompt " * 4}, 64)
+    batch = data.collate(rows, tokenizer.pad_token_id, side="left")
+
+    def grads(micro):
+        torch.manual_seed(0)
+        model = _attach(make_llama(vocab_size=1000), {**train_cfg, "lora_dropout": 0.0})
+        with torch.no_grad():  # B starts at 0; give it values so every factor gets a gradient
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.1)
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss, norm = train.train_step(model, batch, {"micro_batch_size": micro, "max_grad_norm": None},
+                                      params, torch.device("cpu"), None, "causal")
+        return loss, norm, [p.grad.clone() for p in params]
+
+    whole, parts = grads(None), grads(3)
+    assert parts[0] == pytest.approx(whole[0], rel=1e-5) and parts[1] == pytest.approx(whole[1], rel=1e-4)
+    for a, b in zip(whole[2], parts[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_clipping_caps_the_global_norm(tokenizer, examples, train_cfg):
+    from lora_tsd import data
+
+    batch = data.collate([data.encode_example(tokenizer, ex, 64) for ex in examples[:4]], tokenizer.pad_token_id)
+    model = _attach(make_llama(vocab_size=1000), train_cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    _, norm = train.train_step(model, batch, {"max_grad_norm": 1e-4}, params, torch.device("cpu"), None, "causal")
+    after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    assert norm > 1e-4 and float(after) == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_epochs_set_the_number_of_steps(tokenizer, examples, train_cfg):
+    assert train.total_steps({"epochs": 3, "batch_size": 4}, 24) == 18
+    assert train.total_steps({"epochs": 0.5, "batch_size": 4}, 24) == 3
+    assert train.total_steps({"steps": 7, "batch_size": 4}, 24) == 7
+    cfg = {**train_cfg, "epochs": 1, "steps": None}
+    log = train.fit(_attach(make_llama(vocab_size=1000), cfg), tokenizer, examples, cfg, seed=0)
+    assert log["steps"] == 6  # 24 examples / batch 4
+
+
+def test_holdout_is_llm_adapters_train_test_split():
+    import datasets
+
+    rows = [{"instruction": f"q{i}", "output": str(i)} for i in range(50)]
+    train_rows, val_rows = train.holdout(rows, 12)
+    ref = datasets.Dataset.from_list(rows).train_test_split(test_size=12, shuffle=True, seed=42)
+    assert val_rows == ref["test"].to_list() and train_rows == ref["train"].to_list()
+    assert train.holdout(rows, 0) == (rows, [])
+    with pytest.raises(ValueError, match="val_size"):
+        train.holdout(rows, 50)
+
+
+def test_validation_loss_is_recorded_and_the_best_adapter_kept(tokenizer, examples, train_cfg):
+    cfg = {**train_cfg, "steps": 12, "eval_every": 3, "keep_best": True, "lr": 5e-2}
+    train_rows, val_rows = examples[:18], examples[18:]
+    model = _attach(make_llama(vocab_size=1000), cfg)
+    log = train.fit(model, tokenizer, train_rows, cfg, seed=0, val_examples=val_rows)
+    assert [s for s, _ in log["val_losses"]] == [3, 6, 9, 12]
+    best_step, best_loss = min(log["val_losses"], key=lambda sv: sv[1])
+    assert log["kept_step"] == best_step
+    again = train.validation_loss(model, train.encode(tokenizer, val_rows, cfg, "causal"), cfg,
+                                  tokenizer.pad_token_id, torch.device("cpu"), None, "causal")
+    assert again == pytest.approx(best_loss, rel=1e-5)  # the model now is the best one

@@ -38,6 +38,22 @@ def test_zero_singular_values_get_zero_rate():
     assert (rates[2:] == 0).all() and (rates[:2] > 0).all()
 
 
+def test_rank_deficient_float32_noise_directions_are_not_selected():
+    # A rank-4 float32 product: its trailing singular values are rounding noise (~1e-7 relative),
+    # far above a fixed 1e-10 cutoff, where |proj| / s_i would give them rates of 1e3-1e5.
+    torch.manual_seed(2)
+    W = torch.randn(48, 4) @ torch.randn(4, 32)
+    dec = tsd.svd(W)
+    assert (dec.S[4:] > 1e-10 * dec.S[0]).any()  # the noise the old cutoff let through
+    live = tsd.live_directions(dec)
+    assert live[:4].all() and not live[4:].any()
+    B, A = torch.randn(48, 3), torch.randn(3, 32)
+    rates = tsd.change_rates(dec, B, A)
+    assert (rates[4:] == 0).all() and (rates[:4] > 0).all()
+    assert sorted(tsd.top_directions(rates, 4).tolist()) == [0, 1, 2, 3]
+    torch.testing.assert_close(tsd.change_rates_full(dec, B @ A)[4:], torch.zeros(dec.S.numel() - 4))
+
+
 def test_top_directions_order_and_ties():
     rates = torch.tensor([0.1, 0.5, 0.5, 0.9, 0.0])
     assert tsd.top_directions(rates, 3).tolist() == [3, 1, 2]

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from lora_tsd import assets, models
-from lora_tsd.config import ConfigError, check
+from lora_tsd.config import ConfigError, cell_train, check, local_path
 from lora_tsd.data import train_set_origin
 from lora_tsd.methods import METHODS
 from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for
@@ -62,18 +62,19 @@ def wheel_path(requirement):
 
 def train_set_tasks(wildcards):
     """Task folders a train set is built from: its tasks' carved (or hub) train splits, unless
-    it reads a shipped file or the config's `train_data` names its source."""
-    name = wildcards.train_set
-    if train_set_origin(name, config["data_source"], config["train_data"].get(name)) != "tasks":
-        return {}
+    it reads a shipped file or the config's `train_data` names its source (a local file named
+    there is the input instead)."""
+    name, named = wildcards.train_set, config["train_data"].get(wildcards.train_set)
+    if train_set_origin(name, config["data_source"], named) != "tasks":
+        # A local file the config names is an input: changing it rebuilds the set and retrains.
+        return {"train_data": named} if named and local_path(named) else {}
     return {t: f"resources/data/{t}" for t in TRAIN_SETS[name].tasks}
 
 
 def train_params(wildcards):
-    """train, then the family's overrides, then the method's, then the model's target modules."""
-    family = TRAIN_SETS[wildcards.train_set].family
-    cfg = {**config["train"], **config["family_train"].get(family, {}),
-           **config["method_train"].get(wildcards.method, {})}
+    """train, then the family's, the train set's and the method's overrides, then the model's
+    target modules."""
+    cfg = cell_train(config, TRAIN_SETS[wildcards.train_set].family, wildcards.train_set, wildcards.method)
     targets = config["target_modules"].get(model_name(wildcards))
     return {**cfg, "target_modules": targets} if targets else cfg
 
