@@ -29,7 +29,7 @@ def merge_train(train: dict, *overrides: dict) -> dict:
     merged = dict(train)
     for override in overrides:
         for key in LENGTH_KEYS:
-            if key in override:
+            if override.get(key) is not None:
                 merged.pop(LENGTH_KEYS[1 - LENGTH_KEYS.index(key)], None)
         merged.update(override)
     return merged
@@ -138,12 +138,13 @@ def _length_problems(config: dict) -> list[str]:
     train = config.get("train") or {}
     if not isinstance(train, dict):
         return []
-    given = [k for k in LENGTH_KEYS if k in train]
+    given = [k for k in LENGTH_KEYS if train.get(k) is not None]
     if len(given) == 1:
         return []
     what = "neither" if not given else "both"
     return [f"config key 'train': {what} of steps and epochs given; allowed values: exactly one of "
-            f"train.steps (optimizer steps) or train.epochs (passes over the train set)"]
+            f"train.steps (optimizer steps) or train.epochs (passes over the train set), the other null "
+            f"(a --configfile merges into config.yaml's steps: set steps: null there to count epochs)"]
 
 
 def _consistency_problems(config: dict) -> list[str]:

@@ -8,7 +8,8 @@ is not on nltk's search path. There is no network here, so `ensure_punkt` writes
 before anything imports lm-eval's ifeval modules: the download branch is then never taken.
 Only sentence splitting (inside `word_tokenize` and the `number_sentences` checker) uses the
 model; untrained Punkt splits at every `. ! ?` followed by a capital, without an abbreviation
-list. `check` scores a response with lm-eval's own `process_results`, not a reimplementation.
+list. Where a trained punkt_tab is installed (`nltk.download("punkt_tab")` on a machine with
+network), it is used instead and nothing is written. `check` scores a response with lm-eval's own `process_results`, not a reimplementation.
 """
 from __future__ import annotations
 
@@ -29,12 +30,33 @@ def _default_root() -> Path:
     return Path(cache) / "lora_tsd" / "nltk_data"
 
 
+def trained_punkt(exclude: Path | None = None) -> Path | None:
+    """The folder of a trained English punkt_tab model on nltk's search path (its parameter
+    files non-empty), other than `exclude`; None when there is none."""
+    import nltk
+
+    for entry in nltk.data.path:
+        base = Path(entry).expanduser()
+        if exclude is not None and base.resolve() == exclude:
+            continue
+        lang = base / "tokenizers" / "punkt_tab" / "english"
+        if (lang / "sent_starters.txt").is_file() and (lang / "sent_starters.txt").stat().st_size > 0:
+            return base
+    return None
+
+
 def ensure_punkt(root: str | Path | None = None) -> Path:
-    """Write the untrained punkt_tab English model under `root` (kept if already there),
-    put `root` first on nltk's search path and in NLTK_DATA (for subprocesses); return it."""
+    """Use a trained punkt_tab model where nltk finds one; otherwise write the untrained English
+    model under `root` (kept if already there), put `root` first on nltk's search path and in
+    NLTK_DATA (for subprocesses). Returns the folder in use."""
     import nltk
 
     root = Path(root).expanduser().resolve() if root else _default_root().resolve()
+    trained = trained_punkt(exclude=root)
+    if trained is not None:
+        if str(root) in nltk.data.path:  # an earlier fallback must not shadow the trained model
+            nltk.data.path.remove(str(root))
+        return trained
     lang = root / "tokenizers" / "punkt_tab" / "english"
     lang.mkdir(parents=True, exist_ok=True)
     for name in PUNKT_FILES:

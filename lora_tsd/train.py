@@ -294,7 +294,7 @@ def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, devic
     """Hooks' view of the run: a plain-LoRA warm-up and extra batches use their own seed offset."""
 
     def warmup(m, n):
-        sub = {**cfg, "steps": n, "epochs": None, "warmup_steps": min(cfg["warmup_steps"], max(n - 1, 0))}
+        sub = {**cfg, "steps": n, "epochs": None, "warmup_ratio": None, "warmup_steps": min(cfg["warmup_steps"], max(n - 1, 0))}
         return fit(m, tokenizer, examples, sub, seed + 7919, device=device, amp_dtype=amp_dtype, fmt=fmt)
 
     def batches(n):

@@ -14,9 +14,87 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "configs/smoke.yaml", "configs/hub-example.yaml"])
-def test_shipped_configs_are_valid(path):
-    check({**DEFAULT, **yaml.safe_load((ROOT / path).read_text())}, SCHEMA)
+def _merged(*paths) -> dict:
+    """config.yaml with --configfile files merged in, the way Snakemake merges them (recursively)."""
+    from snakemake.utils import update_config
+
+    cfg = copy.deepcopy(DEFAULT)
+    for path in paths:
+        update_config(cfg, yaml.safe_load((ROOT / path).read_text()))
+    return cfg
+
+
+PRESETS = {  # preset files -> (train jobs, evaluate jobs) of its whole DAG
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml"): (18, 144),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml"): (18, 144),
+    ("configs/paper/glue-debertav3-base.yaml",): (72, 72),
+}
+
+
+@pytest.fixture
+def with_commonsense170k(tmp_path, monkeypatch):
+    """A working directory holding the file the real-scale configs name (its content is not read)."""
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "commonsense_170k.json").write_text("[]")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("paths", [("config.yaml",), ("configs/smoke.yaml",), ("configs/baselines.yaml",),
+                                   ("configs/hub-example.yaml",), *PRESETS])
+def test_shipped_configs_are_valid(paths, with_commonsense170k):
+    check(_merged(*paths), SCHEMA)
+
+
+def test_a_missing_local_train_data_file_names_the_key_and_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check(_merged("configs/hub-example.yaml"), SCHEMA)
+    msg = str(err.value)
+    assert "train_data.commonsense170k" in msg and "'resources/commonsense_170k.json' does not exist" in msg
+
+
+@pytest.mark.parametrize("paths", list(PRESETS), ids=lambda p: Path(p[-1]).stem)
+def test_paper_presets_build_their_whole_dag_offline(paths, with_commonsense170k):
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "--directory",
+           str(with_commonsense170k), "--configfile", *[str(ROOT / p) for p in paths]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    stats = out.stdout.split("Job stats:")[1].split("total")[0]
+    counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if line.strip()[:1].isalpha()
+              and line.split()[-1].isdigit()}
+    assert (counts["train"], counts["evaluate"]) == PRESETS[paths]
+
+
+def test_glue_preset_gives_each_dataset_its_official_recipe():
+    from lora_tsd.config import cell_train
+
+    cfg = _merged("configs/paper/glue-debertav3-base.yaml")
+    cola = cell_train(cfg, "glue", "cola", "lora_dash")
+    assert (cola["lr"], cola["epochs"], cola["max_length"], cola["batch_size"]) == (8.0e-4, 25, 64, 32)
+    assert cola.get("steps") is None  # config.yaml's embedded-grid steps do not leak in
+    mrpc = cell_train(cfg, "glue", "mrpc", "lora")
+    assert mrpc["warmup_ratio"] == 0.1 and mrpc["epochs"] == 30
+
+
+def test_an_override_of_steps_replaces_epochs_and_the_reverse():
+    from lora_tsd.config import merge_train
+
+    assert merge_train({"epochs": 3, "lr": 1}, {"steps": 10}) == {"steps": 10, "lr": 1}
+    assert merge_train({"steps": 10, "lr": 1}, {"epochs": 2}, {"lr": 2}) == {"epochs": 2, "lr": 2}
+
+
+def test_train_length_must_be_given_exactly_once():
+    msg = _error(train={**DEFAULT["train"], "epochs": 3})
+    assert "both of steps and epochs" in msg and "train.steps" in msg
+    msg = _error(train={**DEFAULT["train"], "steps": None})
+    assert "neither of steps and epochs" in msg
+
+
+def test_validation_options_need_held_out_rows():
+    msg = _error(train={**DEFAULT["train"], "keep_best": True, "eval_every": 10})
+    assert "train.keep_best" in msg and "train.eval_every" in msg and "val_size" in msg
 
 
 def _error(**changes) -> str:

@@ -143,6 +143,23 @@ def test_ensure_punkt_in_fresh_nltk_data(tmp_path, monkeypatch):
     _get_punkt_tokenizer.cache_clear()
 
 
+def test_a_trained_punkt_model_is_used_instead_of_the_fallback(tmp_path, monkeypatch):
+    import nltk
+
+    trained = tmp_path / "trained"
+    lang = trained / "tokenizers" / "punkt_tab" / "english"
+    lang.mkdir(parents=True)
+    for name in ifeval.PUNKT_FILES:
+        (lang / name).write_text("")
+    (lang / "abbrev_types.txt").write_text("dr\nmr\n")
+    (lang / "sent_starters.txt").write_text("they\n")  # a trained model's files are not empty
+    fallback = tmp_path / "fallback"
+    monkeypatch.setattr(nltk.data, "path", [str(fallback), str(trained)])
+    monkeypatch.setenv("NLTK_DATA", str(fallback))
+    assert ifeval.ensure_punkt() == trained
+    assert not fallback.exists() and str(fallback) not in nltk.data.path
+
+
 def test_ifeval_import_never_downloads(tmp_path):
     """A fresh interpreter: ensure_punkt, then lm-eval's ifeval import, with nltk.download
     replaced by a failure, so any download attempt would show."""
