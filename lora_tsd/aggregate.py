@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import atomic
+from . import atomic, reproduction
 from .evaluation import METRIC_ORDER, PROTOCOLS
 from .tasks import FAMILIES
 
@@ -127,6 +127,7 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
                       f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
                       f"Test rows: {n_test}.", "",
                       family_table(summary, family, protocol).to_markdown(index=False, disable_numparse=True), ""]
+    lines += reproduction.to_markdown(reproduction.table(summary))
     return "\n".join(lines)
 
 
@@ -137,6 +138,7 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
     summary = summarise(df)
     atomic.write_text(out_csv, df.to_csv(index=False))
     atomic.write_json(out_json, {"stamp": stamp, "config": config, "protocols": PROTOCOLS,
-                                 "summary": json.loads(summary.to_json(orient="records"))})
+                                 "summary": json.loads(summary.to_json(orient="records")),
+                                 "reproduction": json.loads(reproduction.table(summary).to_json(orient="records"))})
     atomic.write_text(out_md, to_markdown(df, summary, stamp))
     return df

@@ -233,7 +233,8 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
     """Train `model` (already wrapped with its adapter, hooks set up) in place; returns the loss
     curve and timing. `hooks.after_step` runs after every optimizer step (and once before the
     first, for switches at step 0). `stop_after` ends early without finishing (to test resuming).
-    With `val_examples`, the held-out loss is recorded every `eval_every` steps and at the end."""
+    With `val_examples`, the held-out loss is recorded every `eval_every` steps (else at the end);
+    `keep_best` ends with the adapter of the lowest one, as load_best_model_at_end."""
     device = device or torch.device("cpu")
     hooks = hooks or methods.Hooks()
     encoded = encode(tokenizer, examples, cfg, fmt)
@@ -267,7 +268,8 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         done = step + 1
         hooks.after_step(model, done, ctx)
-        if val_encoded and ((every and done % every == 0) or done == steps):
+        # As the HF Trainer: every `eval_every` steps only; without it, once at the end.
+        if val_encoded and (done % every == 0 if every else done == steps):
             val_losses.append([done, validation_loss(model, val_encoded, cfg, tokenizer.pad_token_id, device,
                                                      amp_dtype, fmt)])
             if cfg.get("keep_best") and (best is None or val_losses[-1][1] < best["loss"]):
