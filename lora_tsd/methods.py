@@ -29,7 +29,7 @@ class Context:
     stage_input: str | None = None  # the output of the method's own workflow stage, if it has one
     analysis: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
-    resume: dict | None = None  # the checkpoint a resumed run continues from (train.read_checkpoint)
+    resume: dict | None = None  # the checkpoint a resumed run continues from (checkpoint.read_checkpoint)
     _svd: dict = field(default_factory=dict)
 
     def svd_of(self, name: str, layer) -> tsd.SVD:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from peft import PeftModel
 
-from lora_tsd import dash, export, methods, train
+from lora_tsd import checkpoint, dash, export, methods, train
 from lora_tsd.tiny import make_llama
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
@@ -187,7 +187,7 @@ def test_lora_init_resume_rebuilds_w_from_the_checkpoint_and_never_reselects(tra
         raise AssertionError("a resumed LoRA-Init must not re-run its warm-up")
 
     ctx2.warmup = no_warmup
-    ctx2.resume = train.read_checkpoint(ckpt)
+    ctx2.resume = checkpoint.read_checkpoint(ckpt)
     hooks.setup(second, ctx2)
     resumed = train.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
     assert resumed["resumed_from_step"] == 4

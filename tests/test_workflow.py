@@ -94,6 +94,9 @@ def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, 
     assert metrics["train_set"] == "commonsense170k"
     assert metrics["packages"]["torch"].startswith("2.13.0") and "tokens_per_s" in metrics
     assert not (run / "checkpoint").exists()  # removed once the run finished
+    assert metrics["n_val_examples"] == SMOKE["train"]["val_size"]
+    assert [s for s, _ in metrics["val_losses"]] == [2, 4] and metrics["kept_step"] in (2, 4)
+    assert len(metrics["grad_norms"]) == SMOKE["train"]["steps"]
     assert sorted(p.name for p in (run / "eval").glob("*.json")) == ["arc_easy.json", "piqa.json"]
     import numpy as np
 
@@ -115,6 +118,9 @@ def test_train_sets_are_built_once_and_shared(workdir, smoke_run):
     assert {r["task"] for r in rows} == {"arc_easy", "arc_challenge", "boolq", "piqa", "social_iqa", "hellaswag",
                                          "winogrande", "openbookqa"}
     assert all(r["output"].startswith("the correct answer is ") for r in rows)
+    from lora_tsd import prompts
+
+    assert all(r["prompt"] == prompts.llm_adapters_train(r["instruction"]) for r in rows)
     alpaca = data.read_jsonl(workdir / "resources/train_sets/alpaca/train.jsonl")
     assert len(alpaca) >= 200 and all(r["instruction"] and r["output"] for r in alpaca)
     test = data.read_jsonl(workdir / "resources/data/ifeval/test.jsonl")

@@ -1,0 +1,84 @@
+"""What a resumable run saves and restores: trainable weights and the methods' adapter buffers,
+optimizer, scheduler, RNG states, curves, and the hooks' analysis and timings. A checkpoint is
+resumed only by a run with the same fingerprint (its config, seed and data size)."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import atomic, provenance
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def adapter_state(model) -> dict:
+    """Trainable tensors plus the methods' adapter buffers (e.g. LoRA-Dash's selected directions)."""
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    state.update({n: b.detach().clone() for n, b in model.named_buffers() if ".lora_" in n})
+    return state
+
+
+def load_adapter_state(model, state: dict) -> None:
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for name, value in state.items():
+            tensors[name].copy_(value)
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list, fingerprint: str,
+                    ctx=None, curves: dict | None = None):
+    with atomic.file(path) as tmp:
+        torch.save({"fingerprint": fingerprint, "step": step, "losses": losses, "curves": curves or {},
+                    "adapter": adapter_state(model), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                    "analysis": ctx.analysis if ctx else {}, "timings": ctx.timings if ctx else {}}, tmp)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str, ctx=None):
+    """Returns (step, losses, curves) from a matching checkpoint, or (0, [], {}) when there is none."""
+    ckpt = read_checkpoint(path, fingerprint)
+    if ckpt is None:
+        return 0, [], {}
+    load_adapter_state(model, ckpt["adapter"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"])
+    if ctx is not None:
+        ctx.analysis.update(ckpt["analysis"])
+        ctx.timings.update(ckpt["timings"])
+    print(f"[train] resumed from {path} at step {ckpt['step']}")
+    return ckpt["step"], ckpt["losses"], ckpt.get("curves", {})
+
+
+def read_checkpoint(path: Path | None, fingerprint: str | None = None) -> dict | None:
+    """A checkpoint's contents, or None when there is none or (given a fingerprint) it belongs
+    to another run config."""
+    if path is None or not Path(path).exists():
+        return None
+    ckpt = torch.load(path, weights_only=False)
+    if fingerprint is not None and ckpt["fingerprint"] != fingerprint:
+        print(f"[train] ignoring checkpoint {path}: it belongs to a different run config")
+        return None
+    return ckpt
+
+
+def run_fingerprint(cfg: dict, seed: int, n_examples: int, ctx=None) -> str:
+    """What a checkpoint must match to be resumed (knobs that cannot change results left out)."""
+    return provenance.config_hash({"cfg": {k: v for k, v in cfg.items() if k != "checkpoint_every"},
+                                   "seed": seed, "n": n_examples, "tsd": ctx.tsd if ctx else None})
