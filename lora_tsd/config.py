@@ -100,6 +100,9 @@ def _registry_problems(config: dict) -> list[str]:
         if not (name in models.EMBEDDED_MODELS or models.is_hub_id(name)):
             allowed = sorted(models.EMBEDDED_MODELS) + ["a hub id such as 'org/name'"]
             problems.append(_unknown(f"models[{i}]", name, allowed))
+        elif local_path(name) and not Path(name).expanduser().is_dir():
+            problems.append(f"config key 'models[{i}]': local model folder {name!r} does not exist; allowed "
+                            f"values: an existing folder, an embedded name or a hub id such as 'org/name'")
     for section in ("model_kinds", "target_modules"):
         for name in config.get(section) or {}:
             if name not in listed:

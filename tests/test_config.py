@@ -54,6 +54,13 @@ def test_a_missing_local_train_data_file_names_the_key_and_path(tmp_path, monkey
     assert "train_data.commonsense170k" in msg and "'resources/commonsense_170k.json' does not exist" in msg
 
 
+def test_a_missing_local_model_folder_names_the_key_and_path(tmp_path):
+    msg = _error(models=["smollm2-135m-instruct", str(tmp_path / "no-such-model")])
+    assert "models[1]" in msg and "local model folder" in msg and "no-such-model" in msg
+    (tmp_path / "my-model").mkdir()
+    check({**DEFAULT, "models": [str(tmp_path / "my-model"), "all-minilm-l6-v2"]}, SCHEMA)
+
+
 @pytest.mark.parametrize("paths", list(PRESETS), ids=lambda p: Path(p[-1]).stem)
 def test_paper_presets_build_their_whole_dag_offline(paths, with_commonsense170k):
     cmd = [sys.executable, "-m", "snakemake", "-n", "-s", str(ROOT / "Snakefile"), "--directory",

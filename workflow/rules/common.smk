@@ -51,8 +51,11 @@ def model_source(wildcards):
 
 
 def model_input(wildcards):
-    """The built folder of an embedded model; nothing for a hub id (loaded by name)."""
+    """The built folder of an embedded model, or a local model folder the config names;
+    nothing for a hub id (loaded by name)."""
     name = model_name(wildcards)
+    if local_path(name):
+        return [name]
     return [] if models.is_hub_id(name) else [models.source(name)]
 
 
