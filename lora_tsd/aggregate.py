@@ -13,6 +13,9 @@ from .evaluation import METRIC_ORDER, PROTOCOLS
 from .tasks import FAMILIES
 
 ROW = ["family", "protocol", "model", "method", "rank"]
+DIVERGED = "diverged"  # the metric of a diverged cell's marker rows (value NaN)
+FLAGS = {"no_decrease": "its last losses are not below its first",
+         "uniform_output": "its loss sits at a uniform output's (ln of the vocabulary or class count)"}
 
 
 def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
@@ -26,7 +29,13 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
                 "seed": rec.get("seed"), "trainable_params": train.get("trainable_params", 0),
                 "steps": train.get("steps", 0), "final_loss": train.get("final_loss"),
                 "train_time_s": train.get("train_time_s"), "commit": train.get("git_commit"),
-                "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb"))}
+                "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb")),
+                "loss_flag": train.get("loss_flag"),
+                "diverged_step": (rec.get("diverged") or {}).get("step")}
+        if rec.get("diverged"):  # a result, not a score: one marker row per protocol of the family
+            asked = (rec.get("eval_config") or {}).get("protocols") or FAMILIES[rec["family"]].protocols
+            rows += [{**cell, "protocol": protocol, "n_test": None, "metric": DIVERGED, "value": float("nan"),
+                      "stderr": None} for protocol in FAMILIES[rec["family"]].protocols if protocol in asked]
         for protocol, res in rec["results"].items():
             for metric, value in res["metrics"].items():
                 if metric.endswith("_stderr") or value is None:
@@ -49,7 +58,11 @@ def with_averages(df: pd.DataFrame) -> pd.DataFrame:
     """Add task 'avg' per seed for metrics every task of a family/protocol reports (the
     commonsense tables' average column), when there is more than one task."""
     extra = []
-    for (family, protocol), part in df.groupby(["family", "protocol"], sort=False):
+    scored = df[df.metric != DIVERGED]
+    # A seed with a diverged task has no average: it is not averaged over the tasks that remain.
+    gone = set(map(tuple, df.loc[df.metric == DIVERGED, ROW + ["seed"]].astype(str).values))
+    scored = scored[[tuple(r) not in gone for r in scored[ROW + ["seed"]].astype(str).values]]
+    for (family, protocol), part in scored.groupby(["family", "protocol"], sort=False):
         tasks = part["task"].unique()
         if len(tasks) < 2:
             continue
@@ -70,6 +83,7 @@ def with_averages(df: pd.DataFrame) -> pd.DataFrame:
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds (std with ddof=1; blank for a single seed) per row and column."""
     full = with_averages(df)
+    full = full[full.metric != DIVERGED]
     keys = ROW + ["task", "metric"]
     g = full.assign(rank=full["rank"].astype("string").fillna("-")).groupby(keys, sort=False)
     out = g.agg(seeds=("value", "count"), mean=("value", "mean"), std=("value", "std")).reset_index()
@@ -89,7 +103,7 @@ def _fmt(value, decimals: int) -> str:
     return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
 
-def family_table(summary: pd.DataFrame, family: str, protocol: str) -> pd.DataFrame:
+def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataFrame | None = None) -> pd.DataFrame:
     part = summary[(summary.family == family) & (summary.protocol == protocol)]
     part = part.assign(column=part["task"] + " " + part["metric"], cell=[_pm(m, s) for m, s in zip(part["mean"], part["std"])])
     rows = ["model", "method", "rank"]
@@ -100,7 +114,36 @@ def family_table(summary: pd.DataFrame, family: str, protocol: str) -> pd.DataFr
                                               train_time_s=("train_time_s", "first"))
     table = table[columns].join(meta).reset_index()
     table["train_time_s"] = [_fmt(v, 1) for v in table["train_time_s"]]
-    return table[rows + ["seeds"] + columns + ["trainable_params", "train_time_s"]]
+    table = table[rows + ["seeds"] + columns + ["trainable_params", "train_time_s"]]
+    return mark_faults(table, df[(df.family == family) & (df.protocol == protocol)] if df is not None else None)
+
+
+def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
+    """A diverged cell shows "diverged (step N)" in its task's columns (and no average); a
+    method whose loss did not learn is marked † (explained under the table)."""
+    if df is None or df.empty:
+        return table
+    table = table.astype(object)
+    key = lambda r: (r["model"], r["method"], str(r["rank"]) if pd.notna(r["rank"]) else "-")
+    index = {key(r): i for i, r in table.iterrows()}
+    for _, r in df[df.metric == DIVERGED].iterrows():
+        if key(r) not in index:  # every seed diverged: the row exists only as this result
+            table.loc[len(table)] = {**{c: "-" for c in table.columns}, "model": r["model"], "method": r["method"],
+                                     "rank": key(r)[2], "seeds": 0}
+            index[key(r)] = table.index[-1]
+        i = index[key(r)]
+        note = f"diverged (step {int(r['diverged_step'])}, seed {int(r['seed'])})"
+        for column in table.columns:
+            if column.startswith(f"{r['task']} "):
+                old = table.at[i, column]
+                table.at[i, column] = note if old in ("-", None) or pd.isna(old) or old.startswith("diverged") \
+                    else f"{old}; {note}"
+            elif column.startswith("avg "):
+                table.at[i, column] = "-"
+    for _, r in df[df.loss_flag.notna()].drop_duplicates(["model", "method", "rank"]).iterrows():
+        if key(r) in index and not str(table.at[index[key(r)], "method"]).endswith("†"):
+            table.at[index[key(r)], "method"] = f"{r['method']} †"
+    return table
 
 
 def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
@@ -122,11 +165,15 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
             part = df[(df.family == family) & (df.protocol == protocol)]
             if part.empty:
                 continue
-            n_test = ", ".join(f"{t} {int(n)}" for t, n in part.groupby("task")["n_test"].max().items())
+            n_test = ", ".join(f"{t} {int(n)}" for t, n in part.groupby("task")["n_test"].max().dropna().items())
             lines += [f"## {family} — {protocol}", "",
                       f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
                       f"Test rows: {n_test}.", "",
-                      family_table(summary, family, protocol).to_markdown(index=False, disable_numparse=True), ""]
+                      family_table(summary, family, protocol, df).to_markdown(index=False, disable_numparse=True), ""]
+            flagged = part[part.loss_flag.notna()].drop_duplicates(["model", "method", "rank", "seed"])
+            if not flagged.empty:
+                lines += ["† The training loss did not learn: " + "; ".join(
+                    f"{r.method} r{r.rank} seed {r.seed}: {FLAGS[r.loss_flag]}" for r in flagged.itertuples()) + ".", ""]
     lines += reproduction.to_markdown(reproduction.table(summary))
     return "\n".join(lines)
 

@@ -52,3 +52,13 @@ def directory(path: str | Path):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def set_aside(path: str | Path, why: str) -> Path:
+    """Rename an unreadable file to `<name>.corrupt` beside it (kept for inspection, never read
+    again) and warn, naming it; the caller redoes the work."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    print(f"[warning] {path} could not be loaded ({why}); set aside as {aside.name}, redoing the work")
+    return aside

@@ -71,7 +71,11 @@ def read_checkpoint(path: Path | None, fingerprint: str | None = None) -> dict |
     to another run config."""
     if path is None or not Path(path).exists():
         return None
-    ckpt = torch.load(path, weights_only=False)
+    try:
+        ckpt = torch.load(path, weights_only=False)
+    except Exception as err:  # truncated or corrupt (e.g. a node crash mid-write): train from the start
+        atomic.set_aside(path, f"{type(err).__name__}: {err}")
+        return None
     if fingerprint is not None and ckpt["fingerprint"] != fingerprint:
         print(f"[train] ignoring checkpoint {path}: it belongs to a different run config")
         return None

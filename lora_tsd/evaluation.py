@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import atomic, data, models, prompts, provenance
+from . import atomic, data, faults, models, prompts, provenance
 from .tasks import FAMILIES, TASKS
 
 PROTOCOLS = {
@@ -209,18 +209,29 @@ def score_glue(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dic
     return {"glue": {"metrics": scores, "n_test": len(rows)}}
 
 
+def score(model_name: str, model_src: str, task: str, test_file: str | Path, adapter, eval_cfg: dict,
+          source: str) -> dict:
+    spec = TASKS[task]
+    model, tokenizer = load_for_eval(model_src, adapter, FAMILIES[spec.family].model_kind, spec.num_labels)
+    if spec.family == "glue":
+        return score_glue(model, tokenizer, task, test_file, eval_cfg)
+    return score_lm(model, tokenizer, task, test_file, eval_cfg, source)
+
+
 def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapter: str | Path | None,
         eval_cfg: dict, out: str | Path, run_info: dict, source: str = "embedded", threads: int = 1) -> dict:
     torch.set_num_threads(threads)
     eval_cfg = {**DEFAULT_EVAL, **eval_cfg}
     spec = TASKS[task]
-    kind = FAMILIES[spec.family].model_kind
-    model, tokenizer = load_for_eval(model_src, adapter, kind, spec.num_labels)
-    if spec.family == "glue":
-        results = score_glue(model, tokenizer, task, test_file, eval_cfg)
+    diverged = run_info.get("train", {}).get("diverged")
+    if diverged:  # a result to report, not a model to score
+        results = {}
     else:
-        results = score_lm(model, tokenizer, task, test_file, eval_cfg, source)
+        what = f"scoring {model_name} {run_info.get('method', 'base')} on {task}"
+        with faults.out_of_memory(what, faults.eval_levers(eval_cfg)):
+            results = score(model_name, model_src, task, test_file, adapter, eval_cfg, source)
     record = {"model": model_name, "task": task, "family": spec.family, "train_set": spec.train_set,
+              "diverged": diverged,
               "protocols": {p: PROTOCOLS[p] for p in results}, "eval_config": eval_cfg, **run_info,
               "results": results, "packages": provenance.package_versions(), "git_commit": provenance.git_commit()}
     atomic.write_json(out, record)

@@ -4,6 +4,7 @@ batch order is a pure function of (seed, step)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import resource
 import time
@@ -14,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import atomic, data, export, methods, models, provenance, tsd
+from . import atomic, data, export, faults, methods, models, provenance, tsd
 from .checkpoint import (adapter_state, load_adapter_state, load_checkpoint, read_checkpoint, run_fingerprint,
                          save_checkpoint)
 from .dash import lora_layers
@@ -185,10 +186,17 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
     model.train()
     tokens, t0 = 0, time.perf_counter()
     every = cfg.get("eval_every") or 0
+    diverged = None
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", mininterval=2)
     for step in bar:
         batch = make_batch(encoded, cfg, seed, step, tokenizer.pad_token_id, device, fmt)
         loss, norm = train_step(model, batch, cfg, params, device, amp_dtype, fmt)
+        if faults.non_finite(loss, norm):  # stop here: this step's update is never applied
+            optimizer.zero_grad(set_to_none=True)
+            diverged = {"step": step + 1, "loss": loss, "grad_norm": norm,
+                        "last_finite_loss": next((x for x in reversed(losses) if math.isfinite(x)), None)}
+            print(f"[train] diverged at step {step + 1}: loss {loss}, grad norm {norm}")
+            break
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -211,11 +219,11 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
             break
     elapsed = time.perf_counter() - t0
     model.eval()
-    finished = len(losses) == steps
+    finished = len(losses) == steps and diverged is None
     if finished and best is not None and best["step"] != steps:
         load_adapter_state(model, best["state"])  # as load_best_model_at_end
     return {"losses": losses, "grad_norms": grad_norms, "val_losses": val_losses, "resumed_from_step": start,
-            "kept_step": best["step"] if best is not None and finished else None,
+            "kept_step": best["step"] if best is not None and finished else None, "diverged": diverged,
             "loop_time_s": elapsed, "tokens_per_s": tokens / elapsed if elapsed > 0 else None,
             "steps": len(losses), "planned_steps": steps}
 
@@ -272,9 +280,24 @@ def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, m
         seed: int, cfg: dict, out_adapter: str | Path, out_metrics: str | Path, threads: int = 1,
         tsd_cfg: dict | None = None, svd_cache: str | Path | None = None,
         out_analysis: str | Path | None = None, stage_input: str | None = None) -> dict:
-    """One grid cell: load, attach the method, train, export a standard peft adapter, write metrics."""
+    """One grid cell: load, attach the method, train, export a standard peft adapter, write metrics.
+    Out of memory, it fails with the cell's levers named."""
     torch.set_num_threads(threads)
     device, amp_dtype = models.pick_device()
+    cell = f"training {model_name}/{train_set}/{method}/r{rank}/s{seed} on {device}"
+    with faults.out_of_memory(cell, faults.train_levers(cfg)):
+        return _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cfg, out_adapter,
+                         out_metrics, tsd_cfg, svd_cache, out_analysis, stage_input, device, amp_dtype)
+
+
+def uniform_loss(model, fmt: str) -> float | None:
+    """The loss of a uniform output: ln V for a causal LM, ln k for a k-class head."""
+    n = model.config.vocab_size if fmt == "causal" else getattr(model.config, "num_labels", 1)
+    return math.log(n) if n and n > 1 else None
+
+
+def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cfg, out_adapter, out_metrics,
+              tsd_cfg, svd_cache, out_analysis, stage_input, device, amp_dtype) -> dict:
     seed_everything(seed)
     spec, fmt = methods.METHODS[method], TRAIN_SETS[train_set].format
     base, tokenizer, peft_extra = load_base(model_src, train_set, seed)
@@ -309,7 +332,9 @@ def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, m
         "n_train_examples": len(examples), "n_val_examples": len(val_examples), "trainable_params": methods.trainable_parameters(model),
         "total_params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "amp_dtype": str(amp_dtype) if amp_dtype else "float32",
-        "final_loss": float(np.mean(log["losses"][-5:])), **log, **exported, **ctx.timings,
+        "final_loss": float(np.mean(log["losses"][-5:])) if log["losses"] else None,
+        "loss_flag": None if log["diverged"] else faults.loss_flag(log["losses"], uniform_loss(base, fmt)),
+        **log, **exported, **ctx.timings,
         **peak_memory_mb(device), "svd_cache": ctx.cache.report(),
         "packages": provenance.package_versions(), "git_commit": provenance.git_commit(),
         "hardware": provenance.hardware(),

@@ -84,9 +84,12 @@ class SVDCache:
             return svd(weight, dtype)
         path = self.root / f"{self.key(weight, dtype)}.pt"
         if path.exists():
-            self.hits += 1
-            d = torch.load(path, weights_only=True)
-            return SVD(d["U"], d["S"], d["Vh"])
+            try:
+                d = torch.load(path, weights_only=True)
+                self.hits += 1
+                return SVD(d["U"], d["S"], d["Vh"])
+            except Exception as err:  # a truncated or corrupt entry: recompute it
+                atomic.set_aside(path, f"{type(err).__name__}: {err}")
         self.misses += 1
         dec = svd(weight, dtype)
         with atomic.file(path) as tmp:  # concurrent writers produce identical bytes; last rename wins

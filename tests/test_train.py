@@ -190,3 +190,18 @@ def test_validation_loss_is_recorded_and_the_best_adapter_kept(tokenizer, exampl
     again = train.validation_loss(model, train.encode(tokenizer, val_rows, cfg, "causal"), cfg,
                                   tokenizer.pad_token_id, torch.device("cpu"), None, "causal")
     assert again == pytest.approx(best_loss, rel=1e-5)  # the model now is the best one
+
+
+# --- faults: corrupt state is set aside and the work redone
+
+def test_a_truncated_checkpoint_is_set_aside_and_training_starts_over(train_cfg, tokenizer, examples, tmp_path,
+                                                                      capsys):
+    cfg = {**train_cfg, "steps": 6, "checkpoint_every": 2}
+    straight = train.fit(_attach(make_llama(vocab_size=1000), cfg), tokenizer, examples, cfg, seed=0)
+    ckpt = tmp_path / "state.pt"
+    train.fit(_attach(make_llama(vocab_size=1000), cfg), tokenizer, examples, cfg, seed=0, ckpt=ckpt, stop_after=4)
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # a crash mid-write
+    log = train.fit(_attach(make_llama(vocab_size=1000), cfg), tokenizer, examples, cfg, seed=0, ckpt=ckpt)
+    assert log["resumed_from_step"] == 0 and log["losses"] == pytest.approx(straight["losses"], rel=1e-5)
+    assert (tmp_path / "state.pt.corrupt").exists()
+    assert f"{ckpt} could not be loaded" in capsys.readouterr().out

@@ -78,3 +78,19 @@ def test_svd_reconstructs_weight():
     W = torch.randn(16, 9)
     dec = tsd.svd(W, torch.float64)
     torch.testing.assert_close((dec.U * dec.S) @ dec.Vh, W.double(), rtol=1e-10, atol=1e-10)
+
+
+def test_a_truncated_svd_cache_entry_is_set_aside_and_recomputed(tmp_path, capsys):
+    torch.manual_seed(3)
+    W = torch.randn(16, 12)
+    cache = tsd.SVDCache(tmp_path)
+    first = cache.get(W)
+    entry = next(tmp_path.glob("*.pt"))
+    entry.write_bytes(entry.read_bytes()[:100])
+    again = tsd.SVDCache(tmp_path)
+    dec = again.get(W)
+    assert again.misses == 1 and again.hits == 0
+    torch.testing.assert_close(dec.S, first.S)
+    assert (tmp_path / (entry.name + ".corrupt")).exists() and entry.exists()  # recomputed and rewritten
+    assert f"{entry} could not be loaded" in capsys.readouterr().out
+    assert tsd.SVDCache(tmp_path).get(W) is not None
