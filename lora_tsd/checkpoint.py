@@ -39,6 +39,9 @@ def load_adapter_state(model, state: dict) -> None:
     with torch.no_grad():
         for name, value in state.items():
             tensors[name].copy_(value)
+    for module in model.modules():  # states that mirror a buffer in Python (LoRA-Dash's on/off flag)
+        if hasattr(module, "restored"):
+            module.restored()
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list, fingerprint: str,

@@ -23,13 +23,24 @@ class DashState(nn.Module):
         self.register_buffer("U_S", torch.zeros(out_features, s, **kw))
         self.register_buffer("V_S", torch.zeros(in_features, s, **kw))
         self.register_buffer("indices", torch.full((s,), -1, dtype=torch.long, device=like.device))
+        # `on` is what forward reads: a Python flag, so no step syncs the device to test a
+        # tensor. The `active` buffer carries it through checkpoints (`restored` reads it back).
         self.register_buffer("active", torch.zeros((), dtype=torch.bool, device=like.device))
+        self.on = False
+
+    def turn_on(self) -> None:
+        self.active.fill_(True)
+        self.on = True
+
+    def restored(self) -> None:
+        """Called after the buffers were overwritten from a checkpoint (one sync, not per step)."""
+        self.on = bool(self.active)
 
     def term(self, dx: torch.Tensor) -> torch.Tensor:
         return ((dx @ self.V_S.to(dx.dtype)) * self.d.to(dx.dtype)) @ self.U_S.T.to(dx.dtype)
 
     def delta_weight(self) -> torch.Tensor:
-        return (self.U_S * self.d) @ self.V_S.T if bool(self.active) else torch.zeros(
+        return (self.U_S * self.d) @ self.V_S.T if self.on else torch.zeros(
             self.U_S.shape[0], self.V_S.shape[0], device=self.d.device, dtype=self.d.dtype)
 
 
@@ -48,7 +59,7 @@ class DashVariant(LoraVariant):
         dx = module.lora_dropout[active_adapter](x)
         result = result + B(A(dx)) * module.scaling[active_adapter]
         state = module.lora_dash[active_adapter]
-        if bool(state.active):
+        if state.on:
             result = result + state.term(dx)
         return result
 
@@ -89,7 +100,7 @@ def attach(model, s: int, adapter: str = "default") -> None:
 
 
 def is_active(model, adapter: str = "default") -> bool:
-    return any(bool(layer.lora_dash[adapter].active) for _, layer in lora_layers(model, adapter)
+    return any(layer.lora_dash[adapter].on for _, layer in lora_layers(model, adapter)
                if hasattr(layer, "lora_dash"))
 
 
@@ -108,6 +119,6 @@ def switch(model, svd_of, factors, adapter: str = "default") -> dict:
             state.U_S.copy_(dec.U[:, idx].to(state.U_S))
             state.V_S.copy_(dec.Vh[idx].T.to(state.V_S))
             state.indices.copy_(idx.to(state.indices.device))
-            state.active.fill_(True)
+            state.turn_on()
         out[name] = {"rates": rates.float().cpu(), "indices": idx.cpu()}
     return out

@@ -24,7 +24,7 @@ def effective_factors(layer, adapter: str = "default"):
         Bs.append(-scaling * ref[adapter].B0)
         As.append(ref[adapter].A0)
     dash = getattr(layer, "lora_dash", None)
-    if dash is not None and adapter in dash and bool(dash[adapter].active):
+    if dash is not None and adapter in dash and dash[adapter].on:
         Bs.append(dash[adapter].U_S * dash[adapter].d)
         As.append(dash[adapter].V_S.T)
     return torch.cat(Bs, dim=1), torch.cat(As, dim=0)

@@ -85,7 +85,7 @@ class SVDCache:
         path = self.root / f"{self.key(weight, dtype)}.pt"
         if path.exists():
             try:
-                d = torch.load(path, weights_only=True)
+                d = torch.load(path, weights_only=True, map_location=weight.device)  # where the model runs
                 self.hits += 1
                 return SVD(d["U"], d["S"], d["Vh"])
             except Exception as err:  # a truncated or corrupt entry: recompute it

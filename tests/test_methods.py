@@ -62,6 +62,29 @@ def test_dash_output_does_not_move_at_the_switch_and_moves_after(train_cfg, toke
     assert all((b == 0).all() for b in d_before) and any((a != 0).any() for a in d_after)
 
 
+class _NoSync(torch.Tensor):
+    """A flag tensor that fails if anything reads it on the host (a device-to-host sync)."""
+
+    def __bool__(self):
+        raise AssertionError("the forward read a tensor flag on the host")
+
+
+def test_dash_forward_reads_no_tensor_flag_and_the_flag_survives_a_checkpoint(train_cfg, tokenizer, examples):
+    cfg = {**train_cfg, "steps": 4}
+    model, ctx = _setup("lora_dash", cfg, tokenizer, examples)
+    dash.switch(model, ctx.svd_of, export.effective_factors)
+    saved = train.adapter_state(model)
+    for _, layer in dash.lora_layers(model):
+        state = layer.lora_dash["default"]
+        state.active = torch.ones((), dtype=torch.bool).as_subclass(_NoSync)
+    log = train.fit(model, tokenizer, examples, cfg, 0)  # forward and backward, dash term on
+    assert len(log["losses"]) == 4
+    fresh, _ = _setup("lora_dash", cfg, tokenizer, examples)
+    assert not dash.is_active(fresh)
+    checkpoint.load_adapter_state(fresh, saved)  # the flag comes back with the buffers
+    assert dash.is_active(fresh) and all(l.lora_dash["default"].on for _, l in dash.lora_layers(fresh))
+
+
 def test_dash_selects_the_top_change_rate_directions(train_cfg, tokenizer, examples):
     model, ctx, _ = _train("lora_dash", {**train_cfg, "steps": 12}, tokenizer, examples)
     for name, layer in dash.lora_layers(model):

@@ -14,8 +14,9 @@ rule train:
         model_name=model_name,
         model_source=model_source,
         train=train_params,
-        tsd=lambda wc: config["tsd"] if wc.method in TSD_METHODS else {},
-        svd_cache=lambda wc: f"resources/svd/{wc.model}",
+        # svd_cache is where SVDs are kept, not a result-changing option: it stays out of the params.
+        tsd=lambda wc: {k: v for k, v in config["tsd"].items() if k != "svd_cache"} if wc.method in TSD_METHODS else {},
+        svd_cache=lambda wc: f"resources/svd/{wc.model}" if config["tsd"]["svd_cache"] else None,
     threads: 1
     resources:
         gpu=1,
