@@ -53,11 +53,8 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: 
                     "analysis": ctx.analysis if ctx else {}, "timings": ctx.timings if ctx else {}}, tmp)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str, ctx=None):
-    """Returns (step, losses, curves) from a matching checkpoint, or (0, [], {}) when there is none."""
-    ckpt = read_checkpoint(path, fingerprint)
-    if ckpt is None:
-        return 0, [], {}
+def restore(ckpt: dict, model, optimizer, scheduler, ctx=None):
+    """Put a checkpoint (from read_checkpoint) back into the run; returns (step, losses, curves)."""
     load_adapter_state(model, ckpt["adapter"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
@@ -65,7 +62,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str, c
     if ctx is not None:
         ctx.analysis.update(ckpt["analysis"])
         ctx.timings.update(ckpt["timings"])
-    print(f"[train] resumed from {path} at step {ckpt['step']}")
+    print(f"[train] resumed from the checkpoint at step {ckpt['step']}")
     return ckpt["step"], ckpt["losses"], ckpt.get("curves", {})
 
 

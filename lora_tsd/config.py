@@ -65,13 +65,12 @@ def _unknown(key: str, value, allowed) -> str:
     return f"config key '{key}': unknown value {value!r}; allowed values: {', '.join(allowed)}"
 
 
-def _registry_problems(config: dict) -> list[str]:
+def _registry_problems(config: dict, schema: dict) -> list[str]:
     problems = []
     for i, name in enumerate(config.get("methods", [])):
         if name not in METHODS:
             problems.append(_unknown(f"methods[{i}]", name, sorted(METHODS)))
-    schema_train = yaml.safe_load(SCHEMA.read_text())["properties"]["train"]["properties"]
-    train_keys = set(schema_train)
+    train_keys = set(schema["properties"]["train"]["properties"])
     for section, registry in (("method_train", METHODS), ("family_train", FAMILIES),
                               ("train_set_train", TRAIN_SETS)):
         for name, overrides in (config.get(section) or {}).items():
@@ -184,7 +183,7 @@ def _override_problems(config: dict, schema: dict) -> list[str]:
 def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Raise ConfigError listing every problem; return None when the config is usable."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config)
+    problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config, schema)
                 + _override_problems(config, schema))
     if not problems:
         problems = _consistency_problems(config)

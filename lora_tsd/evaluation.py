@@ -209,8 +209,8 @@ def score_glue(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dic
     return {"glue": {"metrics": scores, "n_test": len(rows)}}
 
 
-def score(model_name: str, model_src: str, task: str, test_file: str | Path, adapter, eval_cfg: dict,
-          source: str) -> dict:
+def score(model_src: str, task: str, test_file: str | Path, adapter, eval_cfg: dict, source: str) -> dict:
+    """Load the model (with its adapter merged) and score it with the task family's protocols."""
     spec = TASKS[task]
     model, tokenizer = load_for_eval(model_src, adapter, FAMILIES[spec.family].model_kind, spec.num_labels)
     if spec.family == "glue":
@@ -229,7 +229,7 @@ def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapt
     else:
         what = f"scoring {model_name} {run_info.get('method', 'base')} on {task}"
         with faults.out_of_memory(what, faults.eval_levers(eval_cfg)):
-            results = score(model_name, model_src, task, test_file, adapter, eval_cfg, source)
+            results = score(model_src, task, test_file, adapter, eval_cfg, source)
     record = {"model": model_name, "task": task, "family": spec.family, "train_set": spec.train_set,
               "diverged": diverged,
               "protocols": {p: PROTOCOLS[p] for p in results}, "eval_config": eval_cfg, **run_info,

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import atomic, data, export, faults, methods, models, provenance, tsd
-from .checkpoint import (adapter_state, load_adapter_state, load_checkpoint, read_checkpoint, run_fingerprint,
+from .checkpoint import (adapter_state, load_adapter_state, read_checkpoint, restore, run_fingerprint,
                          save_checkpoint)
 from .dash import lora_layers
 from .tasks import TASKS, TRAIN_SETS
@@ -62,6 +62,14 @@ def make_batch(encoded: list[dict], cfg: dict, seed: int, step: int, pad_id: int
     return {k: v.to(device) for k, v in collate(rows, pad_id, fmt).items()}
 
 
+def loss_weights(batch: dict, fmt: str) -> list[float]:
+    """Each row's weight in its batch's mean loss: its answer tokens for causal LMs (shifted, as
+    the loss counts them), 1 for classifiers."""
+    if fmt == "classification":
+        return [1.0] * batch["input_ids"].shape[0]
+    return [float(a) for a in (batch["labels"][:, 1:] != -100).sum(dim=1).tolist()]
+
+
 def micro_batches(batch: dict, size: int | None, fmt: str) -> list[tuple[dict, float]]:
     """Split one collated batch into row slices of `size` (gradient accumulation), each with
     its share of the batch's loss: answer tokens for causal LMs, rows for classifiers. Slicing
@@ -69,11 +77,7 @@ def micro_batches(batch: dict, size: int | None, fmt: str) -> list[tuple[dict, f
     batch's (a test checks it)."""
     n = batch["input_ids"].shape[0]
     size = min(size or n, n)
-    if fmt == "classification":
-        weights = [1.0] * n
-    else:
-        answer = (batch["labels"][:, 1:] != -100).sum(dim=1).tolist()  # shifted, as the loss counts them
-        weights = [float(a) for a in answer]
+    weights = loss_weights(batch, fmt)
     total = sum(weights) or 1.0
     return [({k: v[i:i + size] for k, v in batch.items()}, sum(weights[i:i + size]) / total)
             for i in range(0, n, size)]
@@ -108,8 +112,7 @@ def validation_loss(model, encoded: list[dict], cfg: dict, pad_id: int, device, 
     total, weight = 0.0, 0.0
     for i in range(0, len(encoded), size):
         batch = {k: v.to(device) for k, v in collate(encoded[i:i + size], pad_id, fmt).items()}
-        w = float(len(encoded[i:i + size])) if fmt == "classification" else float(
-            (batch["labels"][:, 1:] != -100).sum())
+        w = sum(loss_weights(batch, fmt))
         with _autocast(device, amp_dtype):
             total += float(batch_loss(model, batch, fmt)) * w
         weight += w
@@ -176,8 +179,9 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
     warmup = round(cfg["warmup_ratio"] * steps) if cfg.get("warmup_ratio") is not None else cfg["warmup_steps"]
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, steps)
     fingerprint = run_fingerprint(cfg, seed, len(encoded), ctx)
-    start, losses, curves = load_checkpoint(ckpt, model, optimizer, scheduler, fingerprint, ctx) if ckpt \
-        else (0, [], {})
+    # run() has already read (and fingerprint-checked) the checkpoint into ctx.resume: not again.
+    saved = ctx.resume if ctx is not None and ctx.resume is not None else read_checkpoint(ckpt, fingerprint)
+    start, losses, curves = restore(saved, model, optimizer, scheduler, ctx) if saved else (0, [], {})
     grad_norms, val_losses = curves.get("grad_norms", []), curves.get("val_losses", [])
     best = curves.get("best")  # {"step", "loss", "state"}: the lowest validation loss so far
     if start == 0:
