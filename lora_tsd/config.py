@@ -2,6 +2,8 @@
 what is allowed."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import jsonschema
@@ -39,6 +41,20 @@ def cell_train(config: dict, family: str, train_set: str, method: str) -> dict:
     """The train options of one grid cell."""
     keys = {"family_train": family, "train_set_train": train_set, "method_train": method}
     return merge_train(config["train"], *[(config.get(sec) or {}).get(keys[sec], {}) for sec in OVERRIDES])
+
+
+# Train options that change how a run goes, not its result: kept out of job params, so a
+# change to them reruns nothing (the script reads them from the config).
+RESULT_NEUTRAL = ("checkpoint_every",)
+
+
+def result_train(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL}
+
+
+def short_hash(obj) -> str:
+    """8 hex digits naming a setting in a folder name (the same setting, the same name)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def local_path(value: str) -> bool:
@@ -102,8 +118,11 @@ def _registry_problems(config: dict, schema: dict) -> list[str]:
         elif local_path(name) and not Path(name).expanduser().is_dir():
             problems.append(f"config key 'models[{i}]': local model folder {name!r} does not exist; allowed "
                             f"values: an existing folder, an embedded name or a hub id such as 'org/name'")
-    for section in ("model_kinds", "target_modules"):
-        for name in config.get(section) or {}:
+    for section in ("model_kinds", "target_modules", "cluster.model_params"):
+        entries = config
+        for part in section.split("."):
+            entries = (entries or {}).get(part) if isinstance(entries, dict) else None
+        for name in entries or {}:
             if name not in listed:
                 problems.append(_unknown(f"{section}.{name}", name, listed))
     return problems + _kind_problems(config)

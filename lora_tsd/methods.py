@@ -161,6 +161,9 @@ class Method:
     hooks: Hooks = field(default_factory=Hooks)
     option_group: str | None = None  # config section the method reads besides `train`
     stage: str | None = None  # a workflow rule whose output the method needs before training
+    # package modules holding this method's own math: an edit there reruns this method's cells
+    # only (codehash); modules every method shares rerun every cell
+    modules: tuple[str, ...] = ()
 
 
 def lora_config(rank: int, train: dict, targets: list[str], **extra) -> LoraConfig:
@@ -194,11 +197,11 @@ METHODS: dict[str, Method] = {
                partial(lora_config, init_lora_weights="eva", eva_config=EvaConfig(rho=1.0, use_label_mask=False)),
                EvaHooks(), stage="eva_init"),
         Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
-               lora_config, DashHooks(), "tsd"),
+               lora_config, DashHooks(), "tsd", modules=("dash",)),
         Method("lora_init", "LoRA-Init (Si et al., arXiv v4): A, B initialised from the top-r TSDs",
-               lora_config, InitHooks(), "tsd"),
+               lora_config, InitHooks(), "tsd", modules=("lora_init",)),
         Method("lora_tsd", "LoRA-TSD (Si et al., arXiv v4): LoRA-Init followed by LoRA-Dash",
-               lora_config, Chain(InitHooks(), DashHooks()), "tsd"),
+               lora_config, Chain(InitHooks(), DashHooks()), "tsd", modules=("lora_init", "dash")),
     ]
 }
 

@@ -15,7 +15,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+GRID = f"results/{SMOKE['name']}"
 pytestmark = pytest.mark.e2e
+
+
+def _one(root: Path, pattern: str) -> Path:
+    """The single file a glob names (task data and train sets live under a settings key)."""
+    found = list(root.glob(pattern))
+    assert len(found) == 1, (pattern, found)
+    return found[0]
 
 
 def _cmd(workdir: Path, config: dict) -> list[str]:
@@ -60,7 +68,7 @@ GLUE_METRICS = {"sst2": ["accuracy"], "rte": ["accuracy"]}
 def test_every_family_has_a_numeric_row_per_cell_task_and_metric_plus_base(workdir, smoke_run):
     from lora_tsd.tasks import TASKS
 
-    df = pd.read_csv(workdir / "results" / "leaderboard.csv")
+    df = pd.read_csv(workdir / GRID / "leaderboard.csv")
     assert df["value"].notna().all()
     for task in SMOKE["tasks"]:
         family = TASKS[task].family
@@ -77,7 +85,7 @@ def test_every_family_has_a_numeric_row_per_cell_task_and_metric_plus_base(workd
                 assert rows["value"].between(-100, 100).all()
     loglik = df[(df.protocol == "loglik") & (df.metric == "acc")]
     assert (loglik["n_test"] == SMOKE["eval"]["limit"]).all()
-    md = (workdir / "results" / "leaderboard.md").read_text()
+    md = (workdir / GRID / "leaderboard.md").read_text()
     for heading in ("commonsense — loglik", "commonsense — generative", "glue — glue", "instruction — ifeval"):
         assert f"## {heading}" in md
     assert "tiny-llama" in md and "tiny-bert" in md and "Train sets: commonsense170k" in md
@@ -85,7 +93,7 @@ def test_every_family_has_a_numeric_row_per_cell_task_and_metric_plus_base(workd
 
 @pytest.mark.parametrize("method,export_rank", [("lora", 4), ("lora_dash", 6), ("lora_init", 8), ("lora_tsd", 10)])
 def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, smoke_run, method, export_rank):
-    run = workdir / f"results/runs/tiny-llama/commonsense170k/{method}/r4/s0"
+    run = workdir / f"{GRID}/runs/tiny-llama/commonsense170k/{method}/r4/s0"
     adapter_cfg = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == export_rank and adapter_cfg["peft_type"] == "LORA"
     assert (run / "adapter" / "adapter_model.safetensors").exists()
@@ -106,7 +114,7 @@ def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, 
     if method in ("lora_dash", "lora_tsd"):
         assert arrays[f"{q}|indices_switch"].shape == (SMOKE["tsd"]["dash_s"],)
         assert metrics["switch_step"] == int(SMOKE["tsd"]["dash_t"] * SMOKE["train"]["steps"])
-    glue = workdir / f"results/runs/tiny-bert/sst2/{method}/r4/s0"
+    glue = workdir / f"{GRID}/runs/tiny-bert/sst2/{method}/r4/s0"
     glue_cfg = json.loads((glue / "adapter" / "adapter_config.json").read_text())
     assert glue_cfg["task_type"] == "SEQ_CLS" and "classifier" in glue_cfg["modules_to_save"]
 
@@ -114,16 +122,16 @@ def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, 
 def test_train_sets_are_built_once_and_shared(workdir, smoke_run):
     from lora_tsd import data
 
-    rows = data.read_jsonl(workdir / "resources/train_sets/commonsense170k/train.jsonl")
+    rows = data.read_jsonl(_one(workdir, "resources/train_sets/*/commonsense170k/train.jsonl"))
     assert {r["task"] for r in rows} == {"arc_easy", "arc_challenge", "boolq", "piqa", "social_iqa", "hellaswag",
                                          "winogrande", "openbookqa"}
     assert all(r["output"].startswith("the correct answer is ") for r in rows)
     from lora_tsd import prompts
 
     assert all(r["prompt"] == prompts.llm_adapters_train(r["instruction"]) for r in rows)
-    alpaca = data.read_jsonl(workdir / "resources/train_sets/alpaca/train.jsonl")
+    alpaca = data.read_jsonl(_one(workdir, "resources/train_sets/*/alpaca/train.jsonl"))
     assert len(alpaca) >= 200 and all(r["instruction"] and r["output"] for r in alpaca)
-    test = data.read_jsonl(workdir / "resources/data/ifeval/test.jsonl")
+    test = data.read_jsonl(_one(workdir, "resources/data/*/ifeval/test.jsonl"))
     assert all(set(r) == {"key", "prompt", "instruction_id_list", "kwargs"} for r in test)
 
 
@@ -135,7 +143,7 @@ def test_second_invocation_has_nothing_to_do(workdir, smoke_run):
 def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir, smoke_run):
     config = {**SMOKE, "methods": ["lora", "lora_dash"], "seeds": [1], "models": ["tiny-llama"],
               "tasks": ["arc_easy"], "train": {**SMOKE["train"], "steps": 400, "checkpoint_every": 10}}
-    victim = workdir / "results/runs/tiny-llama/commonsense170k/lora/r4/s1"
+    victim = workdir / GRID / "runs/tiny-llama/commonsense170k/lora/r4/s1"
     proc = subprocess.Popen(_cmd(workdir, config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=_env())
     deadline = time.time() + 600
@@ -164,7 +172,7 @@ def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir,
     assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs
     metrics = json.loads((victim / "train.json").read_text())
     assert metrics["resumed_from_step"] >= 10 and len(metrics["losses"]) == 400
-    df = pd.read_csv(workdir / "results" / "leaderboard.csv")
+    df = pd.read_csv(workdir / GRID / "leaderboard.csv")
     acc = df[(df.protocol == "loglik") & (df.metric == "acc")]
     assert len(acc) == 1 + len(config["methods"])
 
@@ -174,8 +182,8 @@ def test_a_method_with_its_own_stage_runs_that_rule_once_for_all_seeds(workdir, 
     proc = _snakemake(workdir, config)
     jobs = _jobs(proc.stdout + proc.stderr)
     assert jobs.get("eva_init") == 2 and jobs.get("train") == 4, jobs  # one per train set, not per seed
-    assert (workdir / "resources/init/tiny-llama/commonsense170k/eva_r4.pt").exists()
-    assert (workdir / "resources/init/tiny-bert/sst2/eva_r4.pt").exists()
-    df = pd.read_csv(workdir / "results" / "leaderboard.csv")
+    assert (workdir / GRID / "stages/tiny-llama/commonsense170k/eva_r4.pt").exists()
+    assert (workdir / GRID / "stages/tiny-bert/sst2/eva_r4.pt").exists()
+    df = pd.read_csv(workdir / GRID / "leaderboard.csv")
     eva = df[(df["method"] == "eva") & (df.metric.isin(["acc", "accuracy"])) & (df.protocol != "generative")]
     assert sorted(zip(eva["task"], eva["seed"])) == [("arc_easy", 0), ("arc_easy", 1), ("sst2", 0), ("sst2", 1)]

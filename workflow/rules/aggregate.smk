@@ -5,19 +5,19 @@ rule aggregate:
     input:
         cells=grid_cells(),
         base=base_cells(),
-        data=expand("resources/data/{task}", task=config["tasks"]),
-        train_sets=expand("resources/train_sets/{ts}", ts=train_sets_for(config["tasks"])),
+        data=[data_dir(task) for task in config["tasks"]],
+        train_sets=[train_set_dir(ts) for ts in train_sets_for(config["tasks"])],
     output:
         md=report(
-            "results/leaderboard.md",
+            f"{GRID}/leaderboard.md",
             caption="../report/leaderboard.rst",
             category="Leaderboard",
         ),
-        csv="results/leaderboard.csv",
-        json="results/leaderboard.json",
+        csv=f"{GRID}/leaderboard.csv",
+        json=f"{GRID}/leaderboard.json",
     params:
         config=config,
     log:
-        "logs/aggregate.log",
+        f"{GRID}/aggregate.log",
     script:
         "../scripts/aggregate.py"

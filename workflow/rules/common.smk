@@ -1,25 +1,36 @@
-# Shared helpers: config checks (before any job), grid expansion, path helpers.
+# Shared helpers: config checks (before any job), hub set-up, grid expansion, path helpers.
+import json
 import sys
 from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from lora_tsd import assets, models
-from lora_tsd.config import ConfigError, cell_train, check, local_path
+from lora_tsd import assets, hub, models
+from lora_tsd.codehash import code_hash
+from lora_tsd.config import ConfigError, cell_train, check, local_path, result_train, short_hash
 from lora_tsd.data import train_set_origin
 from lora_tsd.methods import METHODS
 from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for
 
+
+def _stop(message):
+    sys.stderr.write(f"\n{message}\n\n")
+    raise SystemExit(1)
+
+
 try:
     check(config, workflow.source_path("../schemas/config.schema.yaml"))
 except ConfigError as err:
-    sys.stderr.write(f"\n{err}\n\n")
-    raise SystemExit(1)
+    _stop(err)
 validate(config, "../schemas/config.schema.yaml")  # also fills schema defaults
 
-# Offline by default: hub access only when a config names a hub id and the user allows it.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Offline by default. A config that names hub models or data needs the hub once, for the local
+# download rules; it stops here, before any job, if the environment says offline.
+if hub.offline_problem(config):
+    _stop(hub.offline_problem(config))
+if not any(hub.hub_needs(config).values()):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # Methods whose runs depend on the tsd options (a change there retrains only these).
 TSD_METHODS = {name for name, m in METHODS.items() if m.option_group == "tsd"}
@@ -30,7 +41,27 @@ WHEELS = {assets.wheel_stem(r): r for r in
 # an encoder GLUE); the config check made sure every task has a model of its kind.
 PAIRS = [(slug, task) for slug, name in SLUGS.items() for task in config["tasks"]
          if TASKS[task].model_kind == models.kind(name, config["model_kinds"])]
-RUN = "results/runs/{model}/{train_set}/{method}/r{rank}/s{seed}"
+
+# Grids coexist: a grid's cells, stages and tables live under results/<name>/; task data and
+# train sets under a key of the settings that make them, so two grids never overwrite each
+# other's files and grids with the same data settings share them.
+GRID = f"results/{config['name']}"
+DATA_KEY = f"{config['data_source']}-{short_hash([config['data_source'], config['split']])}"
+RUN = GRID + "/runs/{model}/{train_set}/{method}/r{rank}/s{seed}"
+
+
+def data_dir(task):
+    return f"resources/data/{DATA_KEY}/{task}"
+
+
+def train_set_key(train_set):
+    """A train set's folder key: the data key, plus its own source when train_data names one."""
+    named = config["train_data"].get(train_set)
+    return f"{DATA_KEY}-{short_hash(named)}" if named else DATA_KEY
+
+
+def train_set_dir(train_set):
+    return f"resources/train_sets/{train_set_key(train_set)}/{train_set}"
 
 
 wildcard_constraints:
@@ -40,6 +71,7 @@ wildcard_constraints:
     method="|".join(METHODS),
     rank=r"\d+",
     seed=r"\d+",
+    data="[^/]+",
 
 
 def model_name(wildcards):
@@ -50,13 +82,17 @@ def model_source(wildcards):
     return models.source(model_name(wildcards))
 
 
+def hub_marker(slug):
+    return f"resources/hub/{slug}.json"
+
+
 def model_input(wildcards):
-    """The built folder of an embedded model, or a local model folder the config names;
-    nothing for a hub id (loaded by name)."""
+    """The built folder of an embedded model, a local model folder the config names, or the
+    download rule's record of a hub model (fetched once into HF_HOME, then loaded by name)."""
     name = model_name(wildcards)
     if local_path(name):
         return [name]
-    return [] if models.is_hub_id(name) else [models.source(name)]
+    return [hub_marker(wildcards.model)] if models.is_hub_id(name) else [models.source(name)]
 
 
 def wheel_path(requirement):
@@ -68,18 +104,42 @@ def train_set_tasks(wildcards):
     it reads a shipped file or the config's `train_data` names its source (a local file named
     there is the input instead)."""
     name, named = wildcards.train_set, config["train_data"].get(wildcards.train_set)
+    if wildcards.data != train_set_key(name):
+        raise ValueError(f"{wildcards.data}/{name} is not a train set of this config (its key: {train_set_key(name)})")
     if train_set_origin(name, config["data_source"], named) != "tasks":
         # A local file the config names is an input: changing it rebuilds the set and retrains.
         return {"train_data": named} if named and local_path(named) else {}
-    return {t: f"resources/data/{t}" for t in TRAIN_SETS[name].tasks}
+    return {t: data_dir(t) for t in TRAIN_SETS[name].tasks}
 
 
-def train_params(wildcards):
+def cell_options(wildcards):
     """train, then the family's, the train set's and the method's overrides, then the model's
-    target modules."""
+    target modules (every option, result-neutral knobs included)."""
     cfg = cell_train(config, TRAIN_SETS[wildcards.train_set].family, wildcards.train_set, wildcards.method)
     targets = config["target_modules"].get(model_name(wildcards))
     return {**cfg, "target_modules": targets} if targets else cfg
+
+
+def train_params(wildcards):
+    """The cell's options that can change its result: a job's params, so a change reruns it."""
+    return result_train(cell_options(wildcards))
+
+
+def tsd_params(wildcards):
+    """The tsd options of a TSD method's cell (svd_cache is where SVDs are kept: not a result)."""
+    if wildcards.method not in TSD_METHODS:
+        return {}
+    return {k: v for k, v in config["tsd"].items() if k != "svd_cache"}
+
+
+def train_code(wildcards):
+    """Hash of the code a cell's training depends on (its method's own modules, not others')."""
+    return code_hash("lora_tsd.train", wildcards.method)
+
+
+def eval_params():
+    """eval options that can change a score (batch_size only changes speed)."""
+    return {k: v for k, v in config["eval"].items() if k != "batch_size"}
 
 
 def grid_cells():
@@ -93,7 +153,7 @@ def grid_cells():
 
 
 def base_cells():
-    return [f"results/runs/{m}/base/{task}.json" for m, task in PAIRS]
+    return [f"{GRID}/runs/{m}/base/{task}.json" for m, task in PAIRS]
 
 
 def stage_input(wildcards):

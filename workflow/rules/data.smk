@@ -1,5 +1,5 @@
 # Task data: normalised examples and the deterministic train/test carve; then the train sets
-# the cells learn from.
+# the cells learn from. Both live under a key of the settings that make them (DATA_KEY).
 
 
 rule prepare_task:
@@ -10,12 +10,13 @@ rule prepare_task:
             else []
         ),
     output:
-        directory("resources/data/{task}"),
+        directory(f"resources/data/{DATA_KEY}/{{task}}"),
     params:
         source=config["data_source"],
         split=config["split"],
+        code=code_hash("lora_tsd.data"),
     log:
-        "logs/prepare_task/{task}.log",
+        f"logs/prepare_task/{DATA_KEY}/{{task}}.log",
     script:
         "../scripts/prepare_task.py"
 
@@ -24,11 +25,12 @@ rule build_train_set:
     input:
         unpack(train_set_tasks),
     output:
-        directory("resources/train_sets/{train_set}"),
+        directory("resources/train_sets/{data}/{train_set}"),
     params:
         source=config["data_source"],
         train_data=lambda wc: config["train_data"].get(wc.train_set),
+        code=code_hash("lora_tsd.data"),
     log:
-        "logs/build_train_set/{train_set}.log",
+        "logs/build_train_set/{data}/{train_set}.log",
     script:
         "../scripts/build_train_set.py"

@@ -5,7 +5,7 @@
 rule evaluate:
     input:
         model=model_input,
-        data="resources/data/{task}",
+        data=lambda wc: data_dir(wc.task),
         adapter=f"{RUN}/adapter",
         train=f"{RUN}/train.json",
     output:
@@ -13,11 +13,14 @@ rule evaluate:
     params:
         model_name=model_name,
         model_source=model_source,
-        eval=config["eval"],
+        eval=eval_params(),
         source=config["data_source"],
+        code=code_hash("lora_tsd.evaluation"),
     threads: 1
     resources:
         gpu=1,
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt),
+        runtime=lambda wc, input: eval_minutes(wc, input),
     log:
         f"{RUN}/eval/{{task}}.log",
     script:
@@ -27,18 +30,21 @@ rule evaluate:
 rule evaluate_base:
     input:
         model=model_input,
-        data="resources/data/{task}",
+        data=lambda wc: data_dir(wc.task),
     output:
-        "results/runs/{model}/base/{task}.json",
+        GRID + "/runs/{model}/base/{task}.json",
     params:
         model_name=model_name,
         model_source=model_source,
-        eval=config["eval"],
+        eval=eval_params(),
         source=config["data_source"],
+        code=code_hash("lora_tsd.evaluation"),
     threads: 1
     resources:
         gpu=1,
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt),
+        runtime=lambda wc, input: eval_minutes(wc, input),
     log:
-        "results/runs/{model}/base/{task}.log",
+        GRID + "/runs/{model}/base/{task}.log",
     script:
         "../scripts/evaluate.py"

@@ -5,16 +5,19 @@
 rule eva_init:
     input:
         model=model_input,
-        data="resources/train_sets/{train_set}",
+        data=lambda wc: train_set_dir(wc.train_set),
     output:
-        "resources/init/{model}/{train_set}/eva_r{rank}.pt",
+        GRID + "/stages/{model}/{train_set}/eva_r{rank}.pt",
     params:
         model_source=model_source,
         train=lambda wc: train_params(SimpleNamespace(**dict(wc.items()), method="eva")),
+        code=code_hash("lora_tsd.stages"),
     threads: 1
     resources:
         gpu=1,
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt),
+        runtime=lambda wc, input: train_minutes(SimpleNamespace(**dict(wc.items()), method="eva"), input),
     log:
-        "logs/eva_init/{model}/{train_set}/r{rank}.log",
+        GRID + "/stages/{model}/{train_set}/eva_r{rank}.log",
     script:
         "../scripts/eva_init.py"

@@ -4,7 +4,7 @@
 rule train:
     input:
         model=model_input,
-        data="resources/train_sets/{train_set}",
+        data=lambda wc: train_set_dir(wc.train_set),
         stage=stage_input,
     output:
         adapter=directory(f"{RUN}/adapter"),
@@ -14,12 +14,14 @@ rule train:
         model_name=model_name,
         model_source=model_source,
         train=train_params,
-        # svd_cache is where SVDs are kept, not a result-changing option: it stays out of the params.
-        tsd=lambda wc: {k: v for k, v in config["tsd"].items() if k != "svd_cache"} if wc.method in TSD_METHODS else {},
+        tsd=tsd_params,
+        code=train_code,
         svd_cache=lambda wc: f"resources/svd/{wc.model}" if config["tsd"]["svd_cache"] else None,
     threads: 1
     resources:
         gpu=1,
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt, tsd=wc.method in TSD_METHODS),
+        runtime=lambda wc, input: train_minutes(wc, input),
     log:
         f"{RUN}/train.log",
     script:

@@ -1,7 +1,12 @@
 # Snakemake script: EVA's data-driven initialisation state for one model x train set x rank.
+import os
 import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+# Hub models were fetched by the download rule: jobs read HF_HOME only (compute nodes may have no network).
+# Set before anything imports huggingface_hub, which reads it once.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 from lora_tsd import stages
 

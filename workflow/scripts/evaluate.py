@@ -1,13 +1,20 @@
 # Snakemake script: score a trained cell (or the base model) on one task's held-out rows.
 import json
+import os
 import sys
 from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
+# Hub models were fetched by the download rule: jobs read HF_HOME only (compute nodes may have no network).
+# Set before anything imports huggingface_hub, which reads it once.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
 from lora_tsd import evaluation
 
 w = snakemake.wildcards
+# batch_size only changes speed: read from the config, not a param (changing it rescores nothing).
+eval_cfg = {**snakemake.params.eval, "batch_size": snakemake.config["eval"]["batch_size"]}
 run_info = {"method": "base"}
 adapter = snakemake.input.get("adapter")
 if adapter:
@@ -15,5 +22,5 @@ if adapter:
     run_info = {"method": w.method, "rank": int(w.rank), "seed": int(w.seed), "adapter": adapter,
                 "train": {k: v for k, v in train.items() if k not in ("losses", "packages")}}
 evaluation.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
-               Path(snakemake.input.data) / "test.jsonl", adapter, dict(snakemake.params.eval),
+               Path(snakemake.input.data) / "test.jsonl", adapter, eval_cfg,
                snakemake.output[0], run_info, source=snakemake.params.source, threads=snakemake.threads)

@@ -1,13 +1,23 @@
 # Snakemake script: train one grid cell.
+import os
 import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "a", buffering=1)
 
+# Hub models were fetched by the download rule: jobs read HF_HOME only (compute nodes may have no network).
+# Set before anything imports huggingface_hub, which reads it once.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
 from lora_tsd import train
+from lora_tsd.config import RESULT_NEUTRAL, cell_train
+from lora_tsd.tasks import TRAIN_SETS
 
 w = snakemake.wildcards
+# Result-neutral knobs (checkpoint_every) are read here, not passed as params: changing them reruns nothing.
+cell = cell_train(snakemake.config, TRAIN_SETS[w.train_set].family, w.train_set, w.method)
+options = {**snakemake.params.train, **{k: cell[k] for k in RESULT_NEUTRAL if k in cell}}
 train.run(snakemake.params.model_name, snakemake.params.model_source, w.train_set,
-          snakemake.input.data, w.method, int(w.rank), int(w.seed), dict(snakemake.params.train),
+          snakemake.input.data, w.method, int(w.rank), int(w.seed), options,
           snakemake.output.adapter, snakemake.output.metrics, threads=snakemake.threads,
           tsd_cfg=dict(snakemake.params.tsd), svd_cache=snakemake.params.svd_cache,
           out_analysis=snakemake.output.analysis,

@@ -1,0 +1,33 @@
+# Job sizes for a scheduler (lora_tsd/resources.py has the formulas): host memory from the
+# model's parameter count, run time from the cell's FLOPs, both from the config. A local run
+# reads none of them unless --resources caps mem_mb or runtime.
+from lora_tsd import resources as sizing
+
+
+def n_params(wildcards):
+    name = model_name(wildcards)
+    kind = models.kind(name, config["model_kinds"])
+    return sizing.param_count(name, kind, config["cluster"]["model_params"].get(name), hub_marker(wildcards.model))
+
+
+def job_mem_mb(wildcards, attempt, tsd=False):
+    """mem_mb of a GPU job: weights as loaded x 1.5 (x 2 for TSD methods' SVDs) + overhead, x 2 per retry."""
+    return sizing.mem_mb(n_params(wildcards), config["cluster"], attempt, tsd)
+
+
+def train_minutes(wildcards, input):
+    """runtime of a training job: start-up + 2 x (6 x params x steps x batch x max_length) at cluster.tflops."""
+    options = cell_options(wildcards)
+    return sizing.train_runtime(n_params(wildcards), options, config["cluster"], input.get("data"),
+                                config["tsd"], wildcards.method)
+
+
+def eval_minutes(wildcards, input):
+    """runtime of an evaluation job: start-up + 2 x (2 x params x tokens scored) at cluster.tflops,
+    tokens per row from the task's protocols (choices x max_length, generated tokens x beams)."""
+    task, e = TASKS[wildcards.task], config["eval"]
+    length = cell_train(config, task.family, task.train_set, "lora")["max_length"]
+    prompt = {"commonsense": 5 * length}.get(task.family, length)  # 4 choices + the generative prompt
+    gen = {"commonsense": e["max_gen_toks"] * e["num_beams"], "instruction": e["ifeval_max_gen_toks"]}
+    return sizing.eval_runtime(n_params(wildcards), sizing.test_rows(e, input.get("data")), prompt,
+                               gen.get(task.family, 0), config["cluster"])
