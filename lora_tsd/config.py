@@ -52,6 +52,18 @@ def result_train(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL}
 
 
+def result_config(config: dict) -> dict:
+    """The config less what cannot change a result (RESULT_NEUTRAL train keys in every section,
+    eval.batch_size, where SVDs are kept, job sizing): what the tables are stamped with."""
+    out = {k: v for k, v in config.items() if k != "cluster"}
+    out["train"] = result_train(config.get("train", {}))
+    for section in OVERRIDES:
+        out[section] = {name: result_train(v) for name, v in (config.get(section) or {}).items()}
+    out["eval"] = {k: v for k, v in config.get("eval", {}).items() if k != "batch_size"}
+    out["tsd"] = {k: v for k, v in config.get("tsd", {}).items() if k != "svd_cache"}
+    return out
+
+
 def short_hash(obj) -> str:
     """8 hex digits naming a setting in a folder name (the same setting, the same name)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -1,7 +1,7 @@
 """Job sizes a scheduler needs (host memory, run time) from the model's parameter count and
 the cell's config. Each is a documented estimate, sized up rather than down: a job that asks
 too little is killed, one that asks too much waits a little longer in the queue. A retry
-(Snakemake's `attempt`) gets more memory; a cell that outlives its time limit resumes from its
+(Snakemake's `attempt`) gets half as much memory again; a cell that outlives its time limit resumes from its
 checkpoint on the next attempt, so run time is capped at `cluster.max_runtime`."""
 from __future__ import annotations
 
@@ -88,11 +88,11 @@ def train_steps(train: dict, train_set_dir=None, tsd: dict | None = None, method
 
 def mem_mb(n_params: int, cluster: dict, attempt: int = 1, tsd: bool = False) -> int:
     """Host memory: the weights as loaded (float32) with half again for loading and the SVDs
-    of a TSD method, plus `cluster.mem_overhead_mb` for Python, torch and the data; doubled on
-    each retry (an out-of-memory kill is the usual reason for one)."""
+    of a TSD method, plus `cluster.mem_overhead_mb` for Python, torch and the data; x 1.5 on
+    each retry (an out-of-memory kill is one reason for one; doubling would soon outgrow a node)."""
     weights_mb = n_params * LOAD_BYTES / 2**20
     need = cluster["mem_overhead_mb"] + weights_mb * (2.0 if tsd else 1.5)
-    return int(math.ceil(need * 2 ** (attempt - 1) / 1000) * 1000)
+    return int(math.ceil(need * 1.5 ** (attempt - 1) / 1000) * 1000)
 
 
 def _minutes(flops: float, cluster: dict) -> int:

@@ -7,6 +7,7 @@ import contextlib
 import math
 import random
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -344,7 +345,8 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
         "hardware": provenance.hardware(),
     }
     atomic.write_json(out_metrics, metrics)
-    if ckpt.exists():
-        ckpt.unlink()
-        ckpt.parent.rmdir()  # the run is finished: leave no empty checkpoint folder behind
+    if ckpt.parent.exists():
+        # The run is finished: no checkpoint folder is left behind, nor the half-written temp
+        # file of a job killed mid-save (a SLURM requeue or preemption can land there).
+        shutil.rmtree(ckpt.parent)
     return metrics

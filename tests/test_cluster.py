@@ -38,11 +38,11 @@ def test_an_unsizable_model_names_the_config_key():
     assert resources.param_count("org/mystery", declared=123) == 123
 
 
-def test_memory_covers_float32_weights_and_doubles_on_retry():
+def test_memory_covers_float32_weights_and_grows_on_retry():
     n = 8_030_261_248  # Llama-3-8B
     first = resources.mem_mb(n, CLUSTER)
     assert first >= n * 4 / 2**20 * 1.5 + 6000 and first % 1000 == 0 and first < 60_000
-    assert resources.mem_mb(n, CLUSTER, attempt=2) == 2 * first
+    assert first * 1.5 <= resources.mem_mb(n, CLUSTER, attempt=2) <= first * 1.5 + 1000
     assert resources.mem_mb(n, CLUSTER, tsd=True) > first
 
 

@@ -16,7 +16,7 @@ rule aggregate:
         csv=f"{GRID}/leaderboard.csv",
         json=f"{GRID}/leaderboard.json",
     params:
-        config=config,
+        config=result_config(config),
     log:
         f"{GRID}/aggregate.log",
     script:

@@ -7,7 +7,8 @@ from snakemake.utils import validate
 
 from lora_tsd import assets, hub, models
 from lora_tsd.codehash import code_hash
-from lora_tsd.config import ConfigError, cell_train, check, local_path, result_train, short_hash
+from lora_tsd.config import (ConfigError, cell_train, check, local_path, result_config, result_train,
+                             short_hash)
 from lora_tsd.data import train_set_origin
 from lora_tsd.methods import METHODS
 from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for

@@ -1,0 +1,171 @@
+"""What reruns, on a copy of the repository (its own lora_tsd on PYTHONPATH) after one real run
+of a small grid: only a change that could change a result reruns, and only the cells it could
+change; grids with different names live side by side."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lora_tsd import codehash
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+GRID = {**SMOKE, "name": "a", "models": ["tiny-llama"], "tasks": ["arc_easy"], "methods": ["lora", "lora_dash"],
+        "seeds": [0]}
+
+
+# --- the hash itself ----------------------------------------------------------------------------
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    copy = tmp_path / "lora_tsd"
+    shutil.copytree(ROOT / "lora_tsd", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codehash, "ROOT", copy)
+    codehash._parsed.cache_clear()
+    yield copy
+    codehash._parsed.cache_clear()
+
+
+def _hashes():
+    codehash._parsed.cache_clear()
+    return {m: codehash.code_hash("lora_tsd.train", m) for m in ("lora", "lora_dash", "lora_init", "lora_tsd")}
+
+
+def _edit(path: Path, old: str, new: str):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_a_method_module_edit_changes_only_the_cells_that_use_it(package_copy):
+    before = _hashes()
+    _edit(package_copy / "dash.py", "from . import tsd\n", "from . import tsd\n\nDASH_EXTRA = 1\n")
+    after = _hashes()
+    assert after["lora"] == before["lora"] and after["lora_init"] == before["lora_init"]
+    assert after["lora_dash"] != before["lora_dash"] and after["lora_tsd"] != before["lora_tsd"]
+
+
+def test_comments_and_docstrings_change_nothing_but_shared_code_changes_every_cell(package_copy):
+    before = _hashes()
+    _edit(package_copy / "train.py", "from __future__ import annotations\n",
+          "from __future__ import annotations\n# a new comment\n")
+    _edit(package_copy / "dash.py", '"""', '"""A reworded docstring. ', )
+    assert _hashes() == before
+    _edit(package_copy / "data.py", "from . import prompts\n", "from . import prompts\n\nEXTRA = 2\n")
+    after = _hashes()
+    assert all(after[m] != before[m] for m in before)
+
+
+def test_the_evaluation_hash_follows_the_metric_scripts_it_loads_by_path(package_copy):
+    before = codehash.code_hash("lora_tsd.evaluation")
+    script = next((package_copy / "metrics" / "glue").glob("*.py"))
+    script.write_text(script.read_text() + "\nEXTRA = 3\n")
+    codehash._parsed.cache_clear()
+    assert codehash.code_hash("lora_tsd.evaluation") != before
+    assert "lora_tsd.dash" not in codehash.closure("lora_tsd.evaluation")
+
+
+# --- the workflow on a copied tree ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    """A copy of the repository and a workdir in which GRID has run once."""
+    base = tmp_path_factory.mktemp("reruns")
+    repo = base / "repo"
+    for name in ("Snakefile", "config.yaml", "workflow", "lora_tsd"):
+        src = ROOT / name
+        (shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
+         else (repo.mkdir(exist_ok=True), shutil.copy(src, repo / name)))
+    (repo / "profiles").symlink_to("workflow/profiles")
+    work = base / "work"
+    work.mkdir()
+    (work / "a.yaml").write_text(yaml.safe_dump(GRID))
+    out = _run(repo, work, "a.yaml")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return repo, work
+
+
+def _run(repo: Path, work: Path, config: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(repo),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = ["snakemake", "-s", str(repo / "Snakefile"), "--directory", str(work), "--cores", "2",
+           "--configfile", str(work / config), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+
+
+def _planned(repo, work, config="a.yaml", **changes) -> dict[str, int]:
+    """Jobs a dry run would run, with `changes` merged into the config's train/eval sections."""
+    cfg = yaml.safe_load((work / config).read_text())
+    for section, values in changes.items():
+        cfg[section] = {**cfg[section], **values}
+    (work / "planned.yaml").write_text(yaml.safe_dump(cfg))
+    out = _run(repo, work, "planned.yaml", "-n")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    if "Nothing to be done" in out.stdout + out.stderr:
+        return {}
+    block = out.stdout.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+@pytest.fixture
+def restore(tree):
+    """Undo a test's edits to the copied package and workflow."""
+    repo, _ = tree
+    saved = {p: p.read_text() for p in [*repo.glob("lora_tsd/*.py"), *repo.glob("workflow/scripts/*.py")]}
+    yield
+    for path, text in saved.items():
+        path.write_text(text)
+
+
+def test_result_neutral_knobs_and_script_edits_rerun_nothing(tree, restore):
+    repo, work = tree
+    assert _planned(repo, work) == {}
+    assert _planned(repo, work, train={"checkpoint_every": 1}, eval={"batch_size": 3}) == {}
+    script = repo / "workflow" / "scripts" / "train.py"
+    script.write_text(script.read_text() + "\n# a touched script\n")
+    os.utime(script)
+    assert _planned(repo, work) == {}
+    _edit(repo / "lora_tsd" / "dash.py", "from . import tsd\n", "from . import tsd\n# a comment only\n")
+    assert _planned(repo, work) == {}
+
+
+def test_a_method_edit_retrains_only_that_methods_cells(tree, restore):
+    repo, work = tree
+    _edit(repo / "lora_tsd" / "dash.py", "from . import tsd\n", "from . import tsd\n\nDASH_EXTRA = 1\n")
+    jobs = _planned(repo, work)
+    assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs  # lora_dash only, not lora
+    assert "evaluate_base" not in jobs
+
+
+def test_a_result_changing_option_retrains_every_cell(tree):
+    repo, work = tree
+    jobs = _planned(repo, work, train={"lr": 2.0e-3})
+    assert jobs.get("train") == 2 and jobs.get("evaluate") == 2, jobs
+    jobs = _planned(repo, work, tsd={"dash_s": 3})
+    assert jobs.get("train") == 1, jobs  # only the TSD method reads tsd options
+
+
+def test_two_grids_coexist_and_neither_reruns_the_other(tree):
+    repo, work = tree
+    lead_a = work / "results" / "a" / "leaderboard.csv"
+    before = (lead_a.stat().st_mtime_ns, lead_a.read_text())
+    other = {**GRID, "name": "b", "train": {**GRID["train"], "lr": 2.0e-3}, "methods": ["lora"]}
+    (work / "b.yaml").write_text(yaml.safe_dump(other))
+    out = _run(repo, work, "b.yaml")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "prepare_task" not in out.stdout + out.stderr  # the same data settings: shared data
+    assert (lead_a.stat().st_mtime_ns, lead_a.read_text()) == before
+    assert (work / "results" / "b" / "leaderboard.csv").exists()
+    assert _planned(repo, work) == {}  # back to grid a: nothing to redo
+    assert _planned(repo, work, "b.yaml") == {}
+    # a grid with other data settings gets its own data folders
+    carved = {**GRID, "name": "c", "split": {**GRID["split"], "salt": "another-carve"}}
+    (work / "c.yaml").write_text(yaml.safe_dump(carved))
+    jobs = _planned(repo, work, "c.yaml")
+    assert jobs.get("prepare_task") and jobs.get("build_train_set") == 1, jobs
+    assert len(list((work / "resources" / "data").iterdir())) == 1  # nothing of a's was touched
