@@ -88,11 +88,12 @@ def train_steps(train: dict, train_set_dir=None, tsd: dict | None = None, method
 
 def mem_mb(n_params: int, cluster: dict, attempt: int = 1, tsd: bool = False) -> int:
     """Host memory: the weights as loaded (float32) with half again for loading and the SVDs
-    of a TSD method, plus `cluster.mem_overhead_mb` for Python, torch and the data; x 1.5 on
-    each retry (an out-of-memory kill is one reason for one; doubling would soon outgrow a node)."""
+    of a TSD method, plus `cluster.mem_overhead_mb` for Python, torch and the data; x 1.5 from
+    the second attempt on (an out-of-memory kill is one reason for a retry, a time limit another:
+    memory does not compound over the attempts a long cell takes)."""
     weights_mb = n_params * LOAD_BYTES / 2**20
     need = cluster["mem_overhead_mb"] + weights_mb * (2.0 if tsd else 1.5)
-    return int(math.ceil(need * 1.5 ** (attempt - 1) / 1000) * 1000)
+    return int(math.ceil(need * (1.5 if attempt > 1 else 1.0) / 1000) * 1000)
 
 
 def _minutes(flops: float, cluster: dict) -> int:

@@ -43,6 +43,7 @@ def test_memory_covers_float32_weights_and_grows_on_retry():
     first = resources.mem_mb(n, CLUSTER)
     assert first >= n * 4 / 2**20 * 1.5 + 6000 and first % 1000 == 0 and first < 60_000
     assert first * 1.5 <= resources.mem_mb(n, CLUSTER, attempt=2) <= first * 1.5 + 1000
+    assert resources.mem_mb(n, CLUSTER, attempt=4) == resources.mem_mb(n, CLUSTER, attempt=2)
     assert resources.mem_mb(n, CLUSTER, tsd=True) > first
 
 

@@ -11,7 +11,7 @@ def n_params(wildcards):
 
 
 def job_mem_mb(wildcards, attempt, tsd=False):
-    """mem_mb of a GPU job: weights as loaded x 1.5 (x 2 for TSD methods' SVDs) + overhead, x 1.5 per retry."""
+    """mem_mb of a GPU job: weights as loaded x 1.5 (x 2 for TSD methods' SVDs) + overhead, x 1.5 on retries."""
     return sizing.mem_mb(n_params(wildcards), config["cluster"], attempt, tsd)
 
 
