@@ -12,6 +12,8 @@ from pathlib import Path
 
 PACKAGE = "lora_tsd"
 ROOT = Path(__file__).resolve().parent
+# Data files a module reads by path: hashed with it (byte for byte).
+DATA = {"lora_tsd.data": ("instruction_data/*.jsonl",), "lora_tsd.reproduction": ("reference/*.csv",)}
 
 
 def _path(module: str) -> Path | None:
@@ -63,6 +65,8 @@ def _parsed(module: str) -> tuple[str, frozenset[str]]:
         for extra in sorted(path.parent.rglob("*.py")):
             if extra != path:
                 dumps.append(ast.dump(_strip_docstrings(ast.parse(extra.read_text())), annotate_fields=False))
+    for pattern in DATA.get(module, ()):
+        dumps += [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(ROOT.glob(pattern))]
     return "\n".join(dumps), imports
 
 

@@ -13,6 +13,7 @@ from peft.tuners.lora.layer import LoraLayer, LoraVariant
 from torch import nn
 
 from . import tsd
+from .export import lora_layers  # noqa: F401  (shared: every method exports through it)
 
 
 class DashState(nn.Module):
@@ -77,13 +78,6 @@ class DashVariant(LoraVariant):
     def unmerge(module, active_adapter, orig_weight):
         delta = module.get_delta_weight(active_adapter) + _dash_delta(module, active_adapter, orig_weight.dtype)
         return orig_weight - delta.to(orig_weight.dtype)
-
-
-def lora_layers(model, adapter: str = "default"):
-    """(name, layer) for every LoRA-adapted linear layer of a peft model."""
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and adapter in module.lora_A:
-            yield name, module
 
 
 def attach(model, s: int, adapter: str = "default") -> None:

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict
+from peft.tuners.lora.layer import LoraLayer
 from safetensors.torch import save_file
 
-from .dash import lora_layers
+
+def lora_layers(model, adapter: str = "default"):
+    """(name, layer) for every LoRA-adapted linear layer of a peft model."""
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and adapter in module.lora_A:
+            yield name, module
 
 
 def effective_factors(layer, adapter: str = "default"):

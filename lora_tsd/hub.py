@@ -11,8 +11,14 @@ from . import atomic, models
 from .config import local_path
 
 TRUE = {"1", "true", "yes", "on"}
-# What from_pretrained reads: configs, tokenizer files and safetensors weights (not .bin/.pth twins).
-MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+# What from_pretrained reads: configs, tokenizer files and the weights in one format (safetensors
+# where the repo has them, else PyTorch .bin), never both, nor a repo's original/ checkpoint.
+MODEL_FILES = ["*.json", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+SKIP = ["original/*"]
+
+
+def weight_patterns(files: list[str]) -> list[str]:
+    return ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) else ["*.bin"]
 
 
 def hub_needs(config: dict) -> dict[str, list[str]]:
@@ -40,6 +46,10 @@ def offline_problem(config: dict, environ=os.environ) -> str | None:
             f"training and evaluation jobs then read HF_HOME offline.")
 
 
+class HubError(RuntimeError):
+    """A download that cannot succeed, with what to do about it (a rule fails with this text)."""
+
+
 def gated_message(name: str) -> str:
     return (f"{name} is a gated model and no accepted token was found: request access on "
             f"https://huggingface.co/{name}, then set HF_TOKEN to a read token of that account "
@@ -49,22 +59,26 @@ def gated_message(name: str) -> str:
 def download_model(name: str, kind: str, out_json: str | Path) -> dict:
     """Fetch a hub model's weights and tokenizer into HF_HOME and record its revision, local
     path and parameter count (which sizes the cluster jobs that use it)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     from .resources import _count_from_config
 
     try:
-        path = snapshot_download(name, allow_patterns=MODEL_FILES)
+        files = list_repo_files(name)
+        path = snapshot_download(name, allow_patterns=MODEL_FILES + weight_patterns(files), ignore_patterns=SKIP)
     except GatedRepoError as err:
-        raise SystemExit(gated_message(name)) from err
+        raise HubError(gated_message(name)) from err
     except RepositoryNotFoundError as err:
-        raise SystemExit(f"{name} is not a hub model id that this token can see (check the spelling in the "
-                         f"config's models; a private model needs HF_TOKEN)") from err
+        raise HubError(f"{name} is not a hub model id that this token can see (check the spelling in the "
+                       f"config's models; a private model needs HF_TOKEN)") from err
     except LocalEntryNotFoundError as err:
-        raise SystemExit(f"{name} could not be downloaded: the hub is not reachable from this machine and it is "
-                         f"not in HF_HOME ({os.environ.get('HF_HOME', '~/.cache/huggingface')}); run the "
-                         f"workflow where the hub is reachable, or copy the model into HF_HOME") from err
+        raise HubError(f"{name} could not be downloaded: the hub is not reachable from this machine and it is "
+                       f"not in HF_HOME ({os.environ.get('HF_HOME', '~/.cache/huggingface')}); run the "
+                       f"workflow where the hub is reachable, or copy the model into HF_HOME") from err
+    except Exception as err:  # connection refused, timed out, DNS (the HTTP client's own error types)
+        raise HubError(f"{name} could not be downloaded ({type(err).__name__}: {err}); run the workflow where "
+                       f"the hub is reachable (HF_HUB_OFFLINE=0), or copy the model into HF_HOME") from err
     record = {"model": name, "revision": Path(path).name, "path": path,
               "n_params": _count_from_config(Path(path), kind)}
     atomic.write_json(out_json, record)

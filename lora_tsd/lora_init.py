@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from . import tsd
-from .dash import lora_layers
-from .export import effective_factors
+from .export import effective_factors, lora_layers
 
 
 class InitReference(nn.Module):

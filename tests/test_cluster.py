@@ -98,8 +98,9 @@ def test_a_gated_model_without_a_token_names_hf_token(monkeypatch, tmp_path):
     def refuse(*args, **kwargs):
         raise _http_error(GatedRepoError, 401)
 
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda name: ["model.safetensors"])
     monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(hub.HubError) as err:
         hub.download_model("meta-llama/Meta-Llama-3-8B", "causal", tmp_path / "m.json")
     assert "gated" in str(err.value) and "HF_TOKEN" in str(err.value)
     assert "https://huggingface.co/meta-llama/Meta-Llama-3-8B" in str(err.value)
@@ -112,12 +113,35 @@ def test_a_download_records_revision_path_and_parameter_count(monkeypatch, tmp_p
     snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
     tiny_model.config.save_pretrained(snapshot)
     calls = []
+    monkeypatch.setattr(huggingface_hub, "list_repo_files",
+                        lambda name: ["config.json", "pytorch_model.bin", "original/consolidated.00.pth"])
     monkeypatch.setattr(huggingface_hub, "snapshot_download",
                         lambda name, **kw: calls.append((name, kw)) or str(snapshot))
     record = hub.download_model("org/tiny", "causal", tmp_path / "m.json")
-    assert calls[0][0] == "org/tiny" and "*.safetensors" in calls[0][1]["allow_patterns"]
+    # a repo without safetensors gets its .bin weights (DeBERTa-v3, LLaMA-7B), never original/
+    assert calls[0][0] == "org/tiny" and "*.bin" in calls[0][1]["allow_patterns"]
+    assert "*.safetensors" not in calls[0][1]["allow_patterns"] and calls[0][1]["ignore_patterns"] == ["original/*"]
     assert record == json.loads((tmp_path / "m.json").read_text())
     assert record["revision"] == "abc123" and record["n_params"] == sum(p.numel() for p in tiny_model.parameters())
+
+
+def test_weights_come_in_one_format():
+    assert hub.weight_patterns(["a.safetensors", "pytorch_model.bin"]) == ["*.safetensors"]
+    assert hub.weight_patterns(["pytorch_model.bin", "config.json"]) == ["*.bin"]
+
+
+def test_a_failed_download_fails_its_rule_with_the_message_and_runs_nothing_else(tmp_path):
+    """The hub stands in as a closed loopback port (this machine reaches no hub): the download
+    rule fails at once with the reason, and no job that needs the model starts."""
+    cfg = {"name": "hub", "models": ["org/unreachable-1B"], "tasks": ["arc_easy"], "methods": ["lora"],
+           "seeds": [0]}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(cfg))
+    cmd, env = _snakemake(tmp_path, [tmp_path / "hub.yaml"], "--cores", "1", "resources/hub/org--unreachable-1B.json",
+                          env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")})
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0
+    assert "org/unreachable-1B could not be downloaded" in out.stdout + out.stderr, out.stderr[-3000:]
+    assert not (tmp_path / "resources" / "hub" / "org--unreachable-1B.json").exists()
 
 
 # --- the profile against a fake sbatch -------------------------------------------------------
@@ -213,8 +237,8 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
         # Llama-3-8B loads in float32: 30.6 GB of weights, x 1.5, + 6 GB (x 2 for the SVDs of TSD methods)
         assert 50_000 <= int(f["--mem"]) <= 70_000
     trains = [f for f in flags if f["rule"] == "train"]
-    # 3 epochs of 170K rows at batch 16 x 256 tokens is about 100 GPU-hours at 100 TFLOP/s: capped,
-    # the cell resumes from its checkpoint on the next attempt
+    # 3 epochs of 170K rows at batch 16 x 256 tokens: 35 h by the estimate (2 x the FLOPs at
+    # 100 TFLOP/s), so capped at 24 h; the cell resumes from its checkpoint on the next attempt
     assert {f["-t"] for f in trains} == {"1440"}
     base = [int(f["-t"]) for f in flags if f["rule"] == "evaluate_base"]
     assert all(10 < t < 1440 for t in base) and max(base) > min(base)  # HellaSwag's 10042 rows take longest

@@ -70,6 +70,18 @@ def test_the_evaluation_hash_follows_the_metric_scripts_it_loads_by_path(package
     assert "lora_tsd.dash" not in codehash.closure("lora_tsd.evaluation")
 
 
+def test_no_shared_module_imports_a_methods_own_module():
+    """The hash leaves other methods' modules out: sound only if nothing every method runs
+    imports them (methods.py, the registry, is where they meet)."""
+    from lora_tsd.methods import METHODS
+
+    own = {f"lora_tsd.{m}" for spec in METHODS.values() for m in spec.modules}
+    entries = ("lora_tsd.train", "lora_tsd.evaluation", "lora_tsd.stages", "lora_tsd.aggregate", "lora_tsd.data")
+    shared = set().union(*(codehash.closure(e) for e in entries)) - own - {"lora_tsd.methods"}
+    for module in shared:
+        assert not codehash._parsed(module)[1] & own, f"{module} imports {codehash._parsed(module)[1] & own}"
+
+
 # --- the workflow on a copied tree ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -91,24 +103,31 @@ def tree(tmp_path_factory):
 
 
 def _run(repo: Path, work: Path, config: str, *extra: str) -> subprocess.CompletedProcess:
+    """snakemake from the copied tree (its package first on PYTHONPATH, its default profile)."""
     env = {**os.environ, "PYTHONPATH": str(repo),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = ["snakemake", "-s", str(repo / "Snakefile"), "--directory", str(work), "--cores", "2",
            "--configfile", str(work / config), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200, cwd=repo)
 
 
-def _planned(repo, work, config="a.yaml", **changes) -> dict[str, int]:
-    """Jobs a dry run would run, with `changes` merged into the config's train/eval sections."""
+def _dry_run(repo, work, config="a.yaml", *extra, **changes) -> str:
+    """A dry run's output, with `changes` merged into the config's sections."""
     cfg = yaml.safe_load((work / config).read_text())
     for section, values in changes.items():
-        cfg[section] = {**cfg[section], **values}
+        cfg[section] = {**cfg.get(section, {}), **values}
     (work / "planned.yaml").write_text(yaml.safe_dump(cfg))
-    out = _run(repo, work, "planned.yaml", "-n")
+    out = _run(repo, work, "planned.yaml", "-n", *extra)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    if "Nothing to be done" in out.stdout + out.stderr:
+    return out.stdout + out.stderr
+
+
+def _planned(repo, work, config="a.yaml", *extra, **changes) -> dict[str, int]:
+    """Jobs a dry run would run (rule -> count)."""
+    out = _dry_run(repo, work, config, *extra, **changes)
+    if "Nothing to be done" in out:
         return {}
-    block = out.stdout.split("Job stats:")[1].split("total")[0]
+    block = out.split("Job stats:")[1].split("total")[0]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 
@@ -126,6 +145,8 @@ def test_result_neutral_knobs_and_script_edits_rerun_nothing(tree, restore):
     repo, work = tree
     assert _planned(repo, work) == {}
     assert _planned(repo, work, train={"checkpoint_every": 1}, eval={"batch_size": 3}) == {}
+    assert _planned(repo, work, tsd={"svd_cache": False}, cluster={"tflops": 7, "max_runtime": 60}) == {}
+    assert _planned(repo, work, "a.yaml", "--set-threads", "train=2", "evaluate=2") == {}
     script = repo / "workflow" / "scripts" / "train.py"
     script.write_text(script.read_text() + "\n# a touched script\n")
     os.utime(script)
@@ -166,6 +187,8 @@ def test_two_grids_coexist_and_neither_reruns_the_other(tree):
     # a grid with other data settings gets its own data folders
     carved = {**GRID, "name": "c", "split": {**GRID["split"], "salt": "another-carve"}}
     (work / "c.yaml").write_text(yaml.safe_dump(carved))
-    jobs = _planned(repo, work, "c.yaml")
-    assert jobs.get("prepare_task") and jobs.get("build_train_set") == 1, jobs
-    assert len(list((work / "resources" / "data").iterdir())) == 1  # nothing of a's was touched
+    out = _dry_run(repo, work, "c.yaml")
+    shared = {p.name for p in (work / "resources" / "data").iterdir()}
+    assert len(shared) == 1
+    planned = set(re.findall(r"output: resources/data/([^/]+)/", out))
+    assert planned and not planned & shared, (planned, shared)  # c writes beside a's data, not over it

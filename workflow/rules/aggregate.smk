@@ -17,6 +17,7 @@ rule aggregate:
         json=f"{GRID}/leaderboard.json",
     params:
         config=result_config(config),
+        code=code_hash("lora_tsd.aggregate"),
     log:
         f"{GRID}/aggregate.log",
     script:

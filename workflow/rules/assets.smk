@@ -19,6 +19,8 @@ rule build_model:
         else [],
     output:
         directory("resources/models/{model}"),
+    params:
+        code=code_hash("lora_tsd.assets"),
     log:
         "logs/build_model/{model}.log",
     script:

@@ -127,7 +127,8 @@ def train_params(wildcards):
 
 
 def tsd_params(wildcards):
-    """The tsd options of a TSD method's cell (svd_cache is where SVDs are kept: not a result)."""
+    """The tsd options of a TSD method's cell (svd_cache is where SVDs are kept: not a result;
+    the script reads it from the config)."""
     if wildcards.method not in TSD_METHODS:
         return {}
     return {k: v for k, v in config["tsd"].items() if k != "svd_cache"}

@@ -16,7 +16,6 @@ rule train:
         train=train_params,
         tsd=tsd_params,
         code=train_code,
-        svd_cache=lambda wc: f"resources/svd/{wc.model}" if config["tsd"]["svd_cache"] else None,
     threads: 1
     resources:
         gpu=1,

@@ -16,9 +16,11 @@ w = snakemake.wildcards
 # Result-neutral knobs (checkpoint_every) are read here, not passed as params: changing them reruns nothing.
 cell = cell_train(snakemake.config, TRAIN_SETS[w.train_set].family, w.train_set, w.method)
 options = {**snakemake.params.train, **{k: cell[k] for k in RESULT_NEUTRAL if k in cell}}
+# Where SVDs are kept is not a result either (tsd.svd_cache: on or off).
+svd_cache = f"resources/svd/{w.model}" if snakemake.config["tsd"]["svd_cache"] else None
 train.run(snakemake.params.model_name, snakemake.params.model_source, w.train_set,
           snakemake.input.data, w.method, int(w.rank), int(w.seed), options,
           snakemake.output.adapter, snakemake.output.metrics, threads=snakemake.threads,
-          tsd_cfg=dict(snakemake.params.tsd), svd_cache=snakemake.params.svd_cache,
+          tsd_cfg=dict(snakemake.params.tsd), svd_cache=svd_cache,
           out_analysis=snakemake.output.analysis,
           stage_input=snakemake.input.stage[0] if snakemake.input.stage else None)
