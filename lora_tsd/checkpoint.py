@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import atomic, provenance
+from .config import result_train
 
 
 def _rng_state() -> dict:
@@ -84,5 +85,5 @@ def read_checkpoint(path: Path | None, fingerprint: str | None = None) -> dict |
 
 def run_fingerprint(cfg: dict, seed: int, n_examples: int, ctx=None) -> str:
     """What a checkpoint must match to be resumed (knobs that cannot change results left out)."""
-    return provenance.config_hash({"cfg": {k: v for k, v in cfg.items() if k != "checkpoint_every"},
+    return provenance.config_hash({"cfg": result_train(cfg),
                                    "seed": seed, "n": n_examples, "tsd": ctx.tsd if ctx else None})

@@ -2,14 +2,12 @@
 what is allowed."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from . import models
+from . import models, provenance
 from .methods import METHODS
 from .tasks import FAMILIES, TASKS, TRAIN_SETS
 
@@ -52,6 +50,16 @@ def result_train(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if k not in RESULT_NEUTRAL}
 
 
+def result_eval(eval_cfg: dict) -> dict:
+    """eval options that can change a score (batch_size only changes speed)."""
+    return {k: v for k, v in eval_cfg.items() if k != "batch_size"}
+
+
+def result_tsd(tsd_cfg: dict) -> dict:
+    """tsd options that can change a result (svd_cache is where SVDs are kept)."""
+    return {k: v for k, v in tsd_cfg.items() if k != "svd_cache"}
+
+
 def result_config(config: dict) -> dict:
     """The config less what cannot change a result (RESULT_NEUTRAL train keys in every section,
     eval.batch_size, where SVDs are kept, job sizing): what the tables are stamped with."""
@@ -59,14 +67,14 @@ def result_config(config: dict) -> dict:
     out["train"] = result_train(config.get("train", {}))
     for section in OVERRIDES:
         out[section] = {name: result_train(v) for name, v in (config.get(section) or {}).items()}
-    out["eval"] = {k: v for k, v in config.get("eval", {}).items() if k != "batch_size"}
-    out["tsd"] = {k: v for k, v in config.get("tsd", {}).items() if k != "svd_cache"}
+    out["eval"] = result_eval(config.get("eval", {}))
+    out["tsd"] = result_tsd(config.get("tsd", {}))
     return out
 
 
 def short_hash(obj) -> str:
     """8 hex digits naming a setting in a folder name (the same setting, the same name)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return provenance.config_hash(obj)[:8]
 
 
 def local_path(value: str) -> bool:

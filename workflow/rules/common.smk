@@ -7,8 +7,8 @@ from snakemake.utils import validate
 
 from lora_tsd import assets, hub, models
 from lora_tsd.codehash import code_hash
-from lora_tsd.config import (ConfigError, cell_train, check, local_path, result_config, result_train,
-                             short_hash)
+from lora_tsd.config import (ConfigError, cell_train, check, local_path, result_config, result_eval,
+                             result_train, result_tsd, short_hash)
 from lora_tsd.data import train_set_origin
 from lora_tsd.methods import METHODS
 from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for
@@ -131,7 +131,7 @@ def tsd_params(wildcards):
     the script reads it from the config)."""
     if wildcards.method not in TSD_METHODS:
         return {}
-    return {k: v for k, v in config["tsd"].items() if k != "svd_cache"}
+    return result_tsd(config["tsd"])
 
 
 def train_code(wildcards):
@@ -140,8 +140,7 @@ def train_code(wildcards):
 
 
 def eval_params():
-    """eval options that can change a score (batch_size only changes speed)."""
-    return {k: v for k, v in config["eval"].items() if k != "batch_size"}
+    return result_eval(config["eval"])
 
 
 def grid_cells():
