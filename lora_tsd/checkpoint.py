@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from . import atomic, provenance
+from .distributed import rank, world_size
 from .config import result_train
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -46,11 +47,13 @@ def load_adapter_state(model, state: dict) -> None:
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list, fingerprint: str,
-                    ctx=None, curves: dict | None = None):
+                    ctx=None, curves: dict | None = None, rng: list | None = None):
+    """`rng`: every data-parallel process's RNG states in rank order (default: this process's)."""
+    rng = rng or [rng_state()]
     with atomic.file(path) as tmp:
         torch.save({"fingerprint": fingerprint, "step": step, "losses": losses, "curves": curves or {},
                     "adapter": adapter_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                    "scheduler": scheduler.state_dict(), "rng": rng[0], "rng_ranks": rng,
                     "analysis": ctx.analysis if ctx else {}, "timings": ctx.timings if ctx else {}}, tmp)
 
 
@@ -59,7 +62,9 @@ def restore(ckpt: dict, model, optimizer, scheduler, ctx=None):
     load_adapter_state(model, ckpt["adapter"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
-    _set_rng_state(ckpt["rng"])
+    ranks = ckpt.get("rng_ranks", [ckpt["rng"]])
+    # A resume with another process count keeps rank 0's stream (dropout masks differ anyway).
+    _set_rng_state(ranks[rank()] if len(ranks) == world_size() else ckpt["rng"])
     if ctx is not None:
         ctx.analysis.update(ckpt["analysis"])
         ctx.timings.update(ckpt["timings"])

@@ -43,7 +43,7 @@ def cell_train(config: dict, family: str, train_set: str, method: str) -> dict:
 
 # Train options that change how a run goes, not its result: kept out of job params, so a
 # change to them reruns nothing (the script reads them from the config).
-RESULT_NEUTRAL = ("checkpoint_every",)
+RESULT_NEUTRAL = ("checkpoint_every", "gradient_checkpointing")
 
 
 def result_train(cfg: dict) -> dict:
@@ -195,6 +195,16 @@ def _consistency_problems(config: dict) -> list[str]:
         if train.get(key) and not train.get("val_size"):
             problems.append(f"config key 'train.{key}': {train[key]} needs held-out rows; "
                             f"allowed values: null/false, or set train.val_size > 0")
+    for method in config.get("methods", []):
+        cell = merge_train(train, (config.get("method_train") or {}).get(method, {}))
+        if method in METHODS and METHODS[method].peft_config is None and cell.get("base_dtype") == "bfloat16":
+            problems.append(f"config key 'train.base_dtype': 'bfloat16' for method {method!r}, which trains every "
+                            f"weight (AdamW on bf16 weights loses small updates); allowed values: auto, float32 "
+                            f"(set method_train.{method}.base_dtype)")
+        if isinstance(cell.get("gpus"), int) and isinstance(cell.get("batch_size"), int) \
+                and cell["gpus"] > cell["batch_size"]:
+            problems.append(f"config key 'train.gpus': {cell['gpus']} processes for batches of {cell['batch_size']} "
+                            f"rows ({method}); allowed values: 1 to train.batch_size")
     dashing = {"lora_dash", "lora_tsd"} & set(config.get("methods", []))
     steps = train.get("steps")
     t = config.get("tsd", {}).get("dash_t", 100)

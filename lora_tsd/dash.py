@@ -115,4 +115,5 @@ def switch(model, svd_of, factors, adapter: str = "default") -> dict:
             state.indices.copy_(idx.to(state.indices.device))
             state.turn_on()
         out[name] = {"rates": rates.float().cpu(), "indices": idx.cpu()}
+        del dec  # one layer's SVD at a time
     return out

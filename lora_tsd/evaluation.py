@@ -29,7 +29,7 @@ METRIC_ORDER = {"loglik": ["acc", "acc_norm"],
                 "ifeval": ["prompt_level_strict_acc", "inst_level_strict_acc",
                            "prompt_level_loose_acc", "inst_level_loose_acc"]}
 DEFAULT_EVAL = {"protocols": ["loglik", "generative", "ifeval", "glue"], "num_beams": 1,
-                "max_gen_toks": 32, "ifeval_max_gen_toks": 1280}
+                "max_gen_toks": 32, "ifeval_max_gen_toks": 1280, "dtype": "auto"}
 
 
 def _data_files(path: str | Path) -> dict:
@@ -105,23 +105,29 @@ def ifeval_yaml(task: str, test_file: str | Path | None, eval_cfg: dict) -> dict
     return spec
 
 
-def load_for_eval(model_src: str, adapter: str | Path | None, kind: str = "causal", num_labels: int = 0):
-    """Base model, plus the saved peft adapter merged in (merging is exact and makes scoring
-    cheaper). A saved full model (full fine-tuning) is loaded instead of the base weights."""
+def load_for_eval(model_src: str, adapter: str | Path | None, kind: str = "causal", num_labels: int = 0,
+                  dtype: torch.dtype = torch.float32):
+    """Base model in `dtype` (causal LMs; encoders in float32), plus the saved peft adapter.
+    In float32 the adapter is merged (exact, and cheaper to score). Over bf16 weights it stays
+    a float32 side branch, as in training: merged, a small update would round away into W's
+    8-bit mantissa. A saved full model (full fine-tuning) is loaded instead of the base weights."""
     full = adapter is not None and not (Path(adapter) / "adapter_config.json").exists()
     if kind == "encoder":
         model, tokenizer = models.load_classifier(str(adapter) if full else model_src, num_labels, seed=0)
+        dtype = torch.float32
     elif full:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=dtype)
         tokenizer = models.load_tokenizer(model_src)
     else:
-        model, tokenizer = models.load_causal_lm(model_src)
+        model, tokenizer = models.load_causal_lm(model_src, dtype=dtype)
     if adapter is not None and not full:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if dtype == torch.float32:
+            model = model.merge_and_unload()
     return model.eval(), tokenizer
 
 
@@ -212,7 +218,8 @@ def score_glue(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dic
 def score(model_src: str, task: str, test_file: str | Path, adapter, eval_cfg: dict, source: str) -> dict:
     """Load the model (with its adapter merged) and score it with the task family's protocols."""
     spec = TASKS[task]
-    model, tokenizer = load_for_eval(model_src, adapter, FAMILIES[spec.family].model_kind, spec.num_labels)
+    dtype = models.weights_dtype(eval_cfg.get("dtype"), models.pick_device()[0])
+    model, tokenizer = load_for_eval(model_src, adapter, FAMILIES[spec.family].model_kind, spec.num_labels, dtype)
     if spec.family == "glue":
         return score_glue(model, tokenizer, task, test_file, eval_cfg)
     return score_lm(model, tokenizer, task, test_file, eval_cfg, source)
@@ -230,8 +237,9 @@ def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapt
         what = f"scoring {model_name} {run_info.get('method', 'base')} on {task}"
         with faults.out_of_memory(what, faults.eval_levers(eval_cfg)):
             results = score(model_src, task, test_file, adapter, eval_cfg, source)
+    scored_in = torch.float32 if spec.family == "glue" else models.weights_dtype(eval_cfg["dtype"], models.pick_device()[0])
     record = {"model": model_name, "task": task, "family": spec.family, "train_set": spec.train_set,
-              "diverged": diverged,
+              "diverged": diverged, "eval_dtype": str(scored_in).removeprefix("torch."),
               "protocols": {p: PROTOCOLS[p] for p in results}, "eval_config": eval_cfg, **run_info,
               "results": results, "packages": provenance.package_versions(), "git_commit": provenance.git_commit()}
     atomic.write_json(out, record)

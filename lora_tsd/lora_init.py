@@ -54,17 +54,14 @@ def remember_init(layer, adapter: str = "default") -> None:
     layer.lora_init_ref = nn.ModuleDict({adapter: InitReference(B, A)})
 
 
-def warmup_rates(model, svd_of, adapter: str = "default") -> dict:
-    """Change rates of every layer under its (already warmed-up) LoRA update."""
-    out = {}
-    for name, layer in lora_layers(model, adapter):
-        with torch.no_grad():
-            out[name] = tsd.change_rates(svd_of(name, layer), *effective_factors(layer, adapter))
-    return out
+def warmup_rates(name, layer, dec: tsd.SVD, adapter: str = "default") -> torch.Tensor:
+    """A layer's change rates under its (already warmed-up) LoRA update."""
+    with torch.no_grad():
+        return tsd.change_rates(dec, *effective_factors(layer, adapter))
 
 
-def gradient_rates(model, batches, svd_of, adapter: str = "default") -> dict:
-    """Change rates under the accumulated gradient of the loss w.r.t. each adapted W."""
+def accumulated_gradients(model, batches, adapter: str = "default") -> dict:
+    """The mean gradient of the loss w.r.t. each adapted W over the batches (W's dtype)."""
     layers = dict(lora_layers(model, adapter))
     weights = {n: l.get_base_layer().weight for n, l in layers.items()}
     for w in weights.values():
@@ -74,29 +71,41 @@ def gradient_rates(model, batches, svd_of, adapter: str = "default") -> dict:
     for batch in batches:
         model(**batch).loss.backward()
         n += 1
-    out = {}
-    for name, layer in layers.items():
-        grad = weights[name].grad / max(n, 1)
-        out[name] = tsd.change_rates_full(svd_of(name, layer), -grad)
-        weights[name].grad = None
-        weights[name].requires_grad_(False)
+    grads = {}
+    for name, w in weights.items():
+        grads[name] = w.grad / max(n, 1)
+        w.grad = None
+        w.requires_grad_(False)
     for p in model.parameters():
         p.grad = None
-    return out
+    return grads
 
 
-def initialise(model, rates: dict, svd_of, scale: str, residualise: bool, adapter: str = "default") -> dict:
-    """Re-initialise every LoRA layer from its top-r change-rate directions; returns indices."""
+def gradient_rates(grads: dict):
+    """Rates under -grad W, each layer's gradient let go once its rates are taken."""
+
+    def rates(name, layer, dec: tsd.SVD) -> torch.Tensor:
+        return tsd.change_rates_full(dec, -grads.pop(name))
+
+    return rates
+
+
+def initialise(model, rates_of, svd_of, scale: str, residualise: bool, adapter: str = "default") -> dict:
+    """Re-initialise every LoRA layer from its top-r change-rate directions, one layer at a
+    time: its SVD is fetched, used for the rates (`rates_of(name, layer, svd)`) and the factors,
+    and let go, so no two layers' SVDs are held at once. Returns each layer's rates and indices."""
     chosen = {}
     for name, layer in lora_layers(model, adapter):
         r = layer.r[adapter]
         dec = svd_of(name, layer)
-        idx = tsd.top_directions(rates[name], r)
+        rates = rates_of(name, layer, dec)
+        idx = tsd.top_directions(rates, r)
         if idx.numel() < r:
             raise ValueError(f"{name}: rank {r} exceeds the {idx.numel()} directions of its weight")
         B0, A0 = init_factors(dec, idx, layer.scaling[adapter], scale)
         apply(layer, B0, A0, residualise, adapter)
-        chosen[name] = idx.cpu()
+        chosen[name] = {"rates": rates.float().cpu(), "indices": idx.cpu()}
+        del dec
     return chosen
 
 

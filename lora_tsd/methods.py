@@ -30,13 +30,17 @@ class Context:
     analysis: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     resume: dict | None = None  # the checkpoint a resumed run continues from (checkpoint.read_checkpoint)
-    _svd: dict = field(default_factory=dict)
+    _keys: dict = field(default_factory=dict)
 
     def svd_of(self, name: str, layer) -> tsd.SVD:
-        """SVD of a layer's original weight, memoised for the run and cached on disk."""
-        if name not in self._svd:
-            self._svd[name] = self.cache.get(export.original_weight(layer), self.svd_dtype)
-        return self._svd[name]
+        """SVD of a layer's original weight, read from the disk cache or computed where the
+        layer lives. Not kept: each caller uses one layer's SVD and lets it go (an 8B model's
+        SVDs would take ~23 GiB of the GPU). The cache key is taken at the first call, before
+        any residualisation, so a later phase reads the entry of the exact original W."""
+        weight = export.original_weight(layer)
+        if self.cache.root is not None and name not in self._keys:
+            self._keys[name] = self.cache.key(weight, self.svd_dtype)
+        return self.cache.get(weight, self.svd_dtype, key=self._keys.get(name))
 
     def steps(self, value: float) -> int:
         """An option given as steps (>= 1) or as a fraction of the run (< 1)."""
@@ -51,8 +55,9 @@ class Hooks:
     def setup(self, model, ctx: Context) -> None:
         pass
 
-    def after_step(self, model, step: int, ctx: Context) -> None:
-        pass
+    def after_step(self, model, step: int, ctx: Context) -> bool:
+        """True when it changed the adapter (data-parallel processes then take rank 0's)."""
+        return False
 
 
 class DashHooks(Hooks):
@@ -71,6 +76,8 @@ class DashHooks(Hooks):
             ctx.timings["switch_step"] = step
             print(f"[lora-dash] switched at step {step}: {len(ctx.analysis['switch'])} layers, "
                   f"{ctx.timings['switch_s']:.2f} s; {ctx.cache.report()}")
+            return True
+        return False
 
 
 class InitHooks(Hooks):
@@ -90,12 +97,11 @@ class InitHooks(Hooks):
         if ctx.tsd["init_estimate"] == "warmup":
             with lora_init.others_kept(model):  # the warm-up may train only A and B's estimate
                 ctx.warmup(model, n)
-            rates = lora_init.warmup_rates(model, ctx.svd_of)
+            rates_of = lora_init.warmup_rates
         else:
-            rates = lora_init.gradient_rates(model, ctx.batches(n), ctx.svd_of)
-        chosen = lora_init.initialise(model, rates, ctx.svd_of, ctx.tsd["init_scale"],
-                                      ctx.tsd["init_residualise"])
-        ctx.analysis["init"] = {k: {"rates": rates[k].float().cpu(), "indices": v} for k, v in chosen.items()}
+            rates_of = lora_init.gradient_rates(lora_init.accumulated_gradients(model, ctx.batches(n)))
+        ctx.analysis["init"] = lora_init.initialise(model, rates_of, ctx.svd_of, ctx.tsd["init_scale"],
+                                                    ctx.tsd["init_residualise"])
         ctx.timings["init_s"] = time.perf_counter() - t0
         ctx.timings["init_steps"] = n
         print(f"[lora-init] {ctx.tsd['init_estimate']} estimate over {n} steps, "
@@ -124,6 +130,7 @@ class MiLoRAHooks(Hooks):
             idx = torch.arange(dec.S.numel() - r, dec.S.numel())
             B0, A0 = lora_init.init_factors(dec, idx, layer.scaling["default"], "singular")
             lora_init.apply(layer, B0, A0, residualise=True)
+            del dec  # one layer's SVD at a time
         print(f"[milora] initialised from minor components; {ctx.cache.report()}")
 
 
@@ -148,8 +155,7 @@ class Chain(Hooks):
             part.setup(model, ctx)
 
     def after_step(self, model, step, ctx):
-        for part in self.parts:
-            part.after_step(model, step, ctx)
+        return any([part.after_step(model, step, ctx) for part in self.parts])
 
 
 @dataclass(frozen=True)
@@ -213,7 +219,13 @@ def attach(method: str, model, rank: int, train: dict, targets: list[str], task_
     and their head modules, which train in full beside the adapter."""
     if METHODS[method].peft_config is None:
         return model.requires_grad_(True)
-    return get_peft_model(model, build_config(method, rank, train, targets, task_type, modules_to_save))
+    model = get_peft_model(model, build_config(method, rank, train, targets, task_type, modules_to_save))
+    # What trains stays float32 over bf16 base weights (peft casts its adapter layers; this
+    # also covers anything else that trains, such as a head copied from a bf16 model).
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model
 
 
 def build_config(method: str, rank: int, train: dict, targets: list[str], task_type: str | None = None,

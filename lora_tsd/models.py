@@ -95,6 +95,32 @@ def pick_device() -> tuple[torch.device, torch.dtype | None]:
     return torch.device("cpu"), None
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def weights_dtype(option: str | None, device: torch.device, trains_weights: bool = False) -> torch.dtype:
+    """The dtype frozen weights are held in (`train.base_dtype`, `eval.dtype`): "auto" is bf16
+    on a GPU that supports it and float32 elsewhere; weights that train (full fine-tuning)
+    stay float32 under "auto" (AdamW on bf16 weights loses small updates)."""
+    if option in (None, "auto"):
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported() and not trains_weights
+        return torch.bfloat16 if bf16 else torch.float32
+    return DTYPES[option]
+
+
+def checkpoint_activations(model) -> None:
+    """Gradient checkpointing (`train.gradient_checkpointing`): decoder layers recompute their
+    activations in the backward pass instead of keeping them. Non-reentrant, which needs no
+    input gradients under frozen embeddings and replays each layer's dropout masks (the RNG
+    state is saved), so the gradients are the ones computed without it."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers 5's name (the old one warns)
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def load_tokenizer(src: str):
     from transformers import AutoTokenizer
 
@@ -104,10 +130,10 @@ def load_tokenizer(src: str):
     return tokenizer
 
 
-def load_causal_lm(src: str):
+def load_causal_lm(src: str, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32), load_tokenizer(src)
+    return AutoModelForCausalLM.from_pretrained(src, dtype=dtype), load_tokenizer(src)
 
 
 def load_classifier(src: str, num_labels: int, seed: int = 0):

@@ -16,7 +16,9 @@ from . import models
 # Parameter counts of the embedded models, for sizing before resources/models/ is built.
 EMBEDDED_PARAMS = {"smollm2-135m-instruct": 134_515_008, "all-minilm-l6-v2": 22_713_216,
                    "tiny-llama": 200_000, "tiny-bert": 200_000}
-LOAD_BYTES = 4  # models load in float32 (models.load_causal_lm / load_classifier)
+# Bytes per weight as loaded: train.base_dtype / eval.dtype. "auto" is bf16 on the GPU nodes
+# these jobs are sized for (a CPU-only node loads float32: set the option to float32 there).
+LOAD_BYTES = {"float32": 4, "bfloat16": 2, "auto": 2}
 ROWS_IF_UNKNOWN = 400_000  # a train set not built yet: about GLUE MNLI's train split, the largest used
 TEST_ROWS_IF_UNKNOWN = 10_042  # a test set not built yet: HellaSwag's, the largest used
 DECODE_SLOWDOWN = 10  # a generated token costs about 10 prefill tokens (decoding is memory-bound)
@@ -86,12 +88,20 @@ def train_steps(train: dict, train_set_dir=None, tsd: dict | None = None, method
     return steps
 
 
-def mem_mb(n_params: int, cluster: dict, attempt: int = 1, tsd: bool = False) -> int:
-    """Host memory: the weights as loaded (float32) with half again for loading and the SVDs
-    of a TSD method, plus `cluster.mem_overhead_mb` for Python, torch and the data; x 1.5 from
-    the second attempt on (an out-of-memory kill is one reason for a retry, a time limit another:
-    memory does not compound over the attempts a long cell takes)."""
-    weights_mb = n_params * LOAD_BYTES / 2**20
+def load_bytes(dtype: str | None, trains_weights: bool = False, kind: str = "causal") -> int:
+    """Bytes per weight a job loads: encoders and fully fine-tuned models in float32."""
+    if kind != "causal" or trains_weights:
+        return 4
+    return LOAD_BYTES[dtype or "auto"]
+
+
+def mem_mb(n_params: int, cluster: dict, attempt: int = 1, tsd: bool = False, bytes_per_weight: int = 4) -> int:
+    """Host memory: the weights as loaded with half again for loading (the whole again for a
+    TSD method: the disk cache's keys read each weight to the host), plus
+    `cluster.mem_overhead_mb` for Python, torch and the data; x 1.5 from the second attempt on
+    (an out-of-memory kill is one reason for a retry, a time limit another: memory does not
+    compound over the attempts a long cell takes)."""
+    weights_mb = n_params * bytes_per_weight / 2**20
     need = cluster["mem_overhead_mb"] + weights_mb * (2.0 if tsd else 1.5)
     return int(math.ceil(need * (1.5 if attempt > 1 else 1.0) / 1000) * 1000)
 

@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import atomic, data, export, faults, methods, models, provenance, tsd
-from .checkpoint import (adapter_state, load_adapter_state, read_checkpoint, restore, run_fingerprint,
+from . import atomic, data, distributed, export, faults, methods, models, provenance, tsd
+from .checkpoint import (adapter_state, load_adapter_state, read_checkpoint, restore, rng_state, run_fingerprint,
                          save_checkpoint)
 from .export import lora_layers
 from .tasks import TASKS, TRAIN_SETS
@@ -71,17 +71,17 @@ def loss_weights(batch: dict, fmt: str) -> list[float]:
     return [float(a) for a in (batch["labels"][:, 1:] != -100).sum(dim=1).tolist()]
 
 
-def micro_batches(batch: dict, size: int | None, fmt: str) -> list[tuple[dict, float]]:
-    """Split one collated batch into row slices of `size` (gradient accumulation), each with
-    its share of the batch's loss: answer tokens for causal LMs, rows for classifiers. Slicing
-    the collated batch keeps every row's padding, so the summed gradient equals the whole
-    batch's (a test checks it)."""
-    n = batch["input_ids"].shape[0]
-    size = min(size or n, n)
+def micro_batches(batch: dict, size: int | None, fmt: str, rows: slice = slice(None)) -> list[tuple[dict, float]]:
+    """Split one collated batch's `rows` (a data-parallel process's share; all by default)
+    into slices of `size` (gradient accumulation), each with its share of the whole batch's
+    loss: answer tokens for causal LMs, rows for classifiers. Slicing the collated batch keeps
+    every row's padding, so the summed gradient equals the whole batch's (a test checks it)."""
     weights = loss_weights(batch, fmt)
     total = sum(weights) or 1.0
-    return [({k: v[i:i + size] for k, v in batch.items()}, sum(weights[i:i + size]) / total)
-            for i in range(0, n, size)]
+    start, stop, _ = rows.indices(len(weights))
+    size = min(size or stop - start, stop - start)
+    return [({k: v[i:min(i + size, stop)] for k, v in batch.items()}, sum(weights[i:min(i + size, stop)]) / total)
+            for i in range(start, stop, size)]
 
 
 def total_steps(cfg: dict, n_examples: int) -> int:
@@ -148,14 +148,18 @@ def batch_loss(model, batch: dict, fmt: str) -> torch.Tensor:
 
 
 def train_step(model, batch: dict, cfg: dict, params: list, device, amp_dtype, fmt: str) -> tuple[float, float]:
-    """One optimizer step's gradients over micro-batches of the batch; clips the global norm at
-    `max_grad_norm` (None: no clipping) as the HF Trainer does. Returns (loss, gradient norm)."""
+    """One optimizer step's gradients over micro-batches of the batch (of this process's rows,
+    summed over processes when data-parallel); clips the global norm at `max_grad_norm` (None:
+    no clipping) as the HF Trainer does. Returns (loss, gradient norm)."""
     loss = 0.0
-    for part, share in micro_batches(batch, cfg.get("micro_batch_size"), fmt):
+    rows = distributed.my_rows(batch["input_ids"].shape[0])
+    for part, share in micro_batches(batch, cfg.get("micro_batch_size"), fmt, rows):
         with _autocast(device, amp_dtype):
             part_loss = batch_loss(model, part, fmt)
         (part_loss * share).backward()
         loss += float(part_loss.detach()) * share
+    distributed.sum_gradients(params)
+    loss = distributed.sum_value(loss)
     limit = cfg.get("max_grad_norm")
     norm = torch.nn.utils.clip_grad_norm_(params, limit if limit is not None else float("inf"))
     return loss, float(norm)
@@ -185,14 +189,15 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
     start, losses, curves = restore(saved, model, optimizer, scheduler, ctx) if saved else (0, [], {})
     grad_norms, val_losses = curves.get("grad_norms", []), curves.get("val_losses", [])
     best = curves.get("best")  # {"step", "loss", "state"}: the lowest validation loss so far
-    if start == 0:
-        seed_everything(seed)
-    hooks.after_step(model, start, ctx)
+    if start == 0:  # each process its own dropout masks (the batch order is seeded apart)
+        seed_everything(seed + 1_000_003 * distributed.rank())
+    _after_step(hooks, model, start, ctx)
     model.train()
     tokens, t0 = 0, time.perf_counter()
     every = cfg.get("eval_every") or 0
     diverged = None
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", mininterval=2)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", mininterval=2,
+               disable=not distributed.is_main())
     for step in bar:
         batch = make_batch(encoded, cfg, seed, step, tokenizer.pad_token_id, device, fmt)
         loss, norm = train_step(model, batch, cfg, params, device, amp_dtype, fmt)
@@ -210,7 +215,7 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
         tokens += int(batch["attention_mask"].sum())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         done = step + 1
-        hooks.after_step(model, done, ctx)
+        _after_step(hooks, model, done, ctx)
         # As the HF Trainer: every `eval_every` steps only; without it, once at the end.
         if val_encoded and (done % every == 0 if every else done == steps):
             val_losses.append([done, validation_loss(model, val_encoded, cfg, tokenizer.pad_token_id, device,
@@ -218,8 +223,11 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
             if cfg.get("keep_best") and (best is None or val_losses[-1][1] < best["loss"]):
                 best = {"step": done, "loss": val_losses[-1][1], "state": adapter_state(model)}
         if ckpt and (done % cfg.get("checkpoint_every", 25) == 0 or done == stop_after) and done < steps:
-            save_checkpoint(ckpt, model, optimizer, scheduler, done, losses, fingerprint, ctx,
-                            {"grad_norms": grad_norms, "val_losses": val_losses, "best": best})
+            rng = distributed.gather(rng_state())  # every process's dropout stream
+            if distributed.is_main():
+                save_checkpoint(ckpt, model, optimizer, scheduler, done, losses, fingerprint, ctx,
+                                {"grad_norms": grad_norms, "val_losses": val_losses, "best": best}, rng)
+            distributed.barrier()
         if stop_after is not None and done >= stop_after:
             break
     elapsed = time.perf_counter() - t0
@@ -231,6 +239,21 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
             "kept_step": best["step"] if best is not None and finished else None, "diverged": diverged,
             "loop_time_s": elapsed, "tokens_per_s": tokens / elapsed if elapsed > 0 else None,
             "steps": len(losses), "planned_steps": steps}
+
+
+def _after_step(hooks, model, step: int, ctx) -> None:
+    """The hooks' call; when they changed the adapter (LoRA-Dash's switch), every process
+    takes rank 0's state, so data-parallel processes never drift apart on an SVD's rounding."""
+    if hooks.after_step(model, step, ctx) and distributed.active():
+        sync_adapter(model)
+
+
+def sync_adapter(model) -> None:
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    distributed.broadcast_tensors([tensors[name] for name in adapter_state(model)])
+    for module in model.modules():
+        if hasattr(module, "restored"):
+            module.restored()
 
 
 def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
@@ -267,18 +290,33 @@ def analysis_arrays(model, ctx: methods.Context) -> dict:
             if name in ctx.analysis.get(phase, {}):
                 out[f"{key}|rates_{phase}"] = ctx.analysis[phase][name]["rates"].numpy()
                 out[f"{key}|indices_{phase}"] = ctx.analysis[phase][name]["indices"].numpy()
+        del dec  # one layer's SVD at a time
     return out
 
 
-def load_base(model_src: str, train_set: str, seed: int):
-    """The model a train set needs (a causal LM, or an encoder with a seeded fresh head) and
-    the peft options that go with it (classifier heads train beside the adapter)."""
+def load_base(model_src: str, train_set: str, seed: int, dtype: torch.dtype = torch.float32):
+    """The model a train set needs (a causal LM with its frozen weights in `dtype`, or an
+    encoder in float32 with a seeded fresh head) and the peft options that go with it
+    (classifier heads train beside the adapter)."""
     ts = TRAIN_SETS[train_set]
     if ts.format == "classification":
         base, tokenizer = models.load_classifier(model_src, TASKS[ts.tasks[0]].num_labels, seed)
         return base, tokenizer, {"task_type": "SEQ_CLS", "modules_to_save": models.head_modules(base)}
-    base, tokenizer = models.load_causal_lm(model_src)
+    base, tokenizer = models.load_causal_lm(model_src, dtype=dtype)
     return base, tokenizer, {}
+
+
+def base_dtype(cfg: dict, method: str, fmt: str, device) -> torch.dtype:
+    """The frozen weights' dtype for a cell: `train.base_dtype` for causal LMs (full fine-tuning
+    trains its weights, so float32 under "auto"); encoders stay float32."""
+    if fmt == "classification":
+        return torch.float32
+    trains_weights = methods.METHODS[method].peft_config is None
+    dtype = models.weights_dtype(cfg.get("base_dtype"), device, trains_weights)
+    if trains_weights and dtype != torch.float32:
+        raise ValueError(f"config key 'train.base_dtype': {cfg.get('base_dtype')!r} for method {method!r}, "
+                         f"which trains every weight; allowed values for it: auto, float32")
+    return dtype
 
 
 def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, method: str, rank: int,
@@ -288,11 +326,15 @@ def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, m
     """One grid cell: load, attach the method, train, export a standard peft adapter, write metrics.
     Out of memory, it fails with the cell's levers named."""
     torch.set_num_threads(threads)
+    distributed.init()
     device, amp_dtype = models.pick_device()
     cell = f"training {model_name}/{train_set}/{method}/r{rank}/s{seed} on {device}"
-    with faults.out_of_memory(cell, faults.train_levers(cfg)):
-        return _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cfg, out_adapter,
-                         out_metrics, tsd_cfg, svd_cache, out_analysis, stage_input, device, amp_dtype)
+    try:
+        with faults.out_of_memory(cell, faults.train_levers(cfg)):
+            return _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cfg, out_adapter,
+                             out_metrics, tsd_cfg, svd_cache, out_analysis, stage_input, device, amp_dtype)
+    finally:
+        distributed.finish()
 
 
 def uniform_loss(model, fmt: str) -> float | None:
@@ -305,9 +347,13 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
               tsd_cfg, svd_cache, out_analysis, stage_input, device, amp_dtype) -> dict:
     seed_everything(seed)
     spec, fmt = methods.METHODS[method], TRAIN_SETS[train_set].format
-    base, tokenizer, peft_extra = load_base(model_src, train_set, seed)
+    dtype = base_dtype(cfg, method, fmt, device)
+    base, tokenizer, peft_extra = load_base(model_src, train_set, seed, dtype)
     targets = models.target_modules(base, cfg.get("target_modules"))
-    model = methods.attach(method, base, rank, cfg, targets, **peft_extra).to(device)
+    # On the device before the adapter: an init that takes an SVD (PiSSA) runs there.
+    model = methods.attach(method, base.to(device), rank, cfg, targets, **peft_extra).to(device)
+    if cfg.get("gradient_checkpointing"):
+        models.checkpoint_activations(model)
     examples, val_examples = holdout(data.read_jsonl(Path(data_dir) / "train.jsonl"), cfg.get("val_size") or 0)
     ctx = make_context(tokenizer, examples, cfg, tsd_cfg or {}, seed, device, amp_dtype, svd_cache,
                        stage_input, fmt)
@@ -315,10 +361,14 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
     # A resumed run rebuilds an initialisation from its checkpoint instead of redoing it.
     ctx.resume = read_checkpoint(ckpt, run_fingerprint(cfg, seed, len(examples), ctx))
     spec.hooks.setup(model, ctx)
+    if distributed.active():
+        sync_adapter(model)
     log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,
               hooks=spec.hooks, ctx=ctx, fmt=fmt, val_examples=val_examples)
     # Reported time includes any init stage run inside the cell (LoRA-Init's warm-up).
     log["train_time_s"] = log["loop_time_s"] + ctx.timings.get("init_s", 0.0)
+    if not distributed.is_main():
+        return {}  # rank 0 writes the run's outputs
     with atomic.directory(out_adapter) as tmp:
         if spec.hooks.exports_via_factors:
             exported = export.export_adapter(model, tmp)
@@ -337,6 +387,7 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
         "n_train_examples": len(examples), "n_val_examples": len(val_examples), "trainable_params": methods.trainable_parameters(model),
         "total_params": sum(p.numel() for p in model.parameters()),
         "device": str(device), "amp_dtype": str(amp_dtype) if amp_dtype else "float32",
+        "base_dtype": str(dtype).removeprefix("torch."), "processes": distributed.world_size(),
         "final_loss": float(np.mean(log["losses"][-5:])) if log["losses"] else None,
         "loss_flag": None if log["diverged"] else faults.loss_flag(log["losses"], uniform_loss(base, fmt)),
         **log, **exported, **ctx.timings,

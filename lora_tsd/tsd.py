@@ -78,11 +78,13 @@ class SVDCache:
         h.update(f"{tuple(w.shape)}|{w.dtype}|{dtype}".encode())
         return h.hexdigest()[:32]
 
-    def get(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32) -> SVD:
+    def get(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32, key: str | None = None) -> SVD:
+        """The SVD of `weight`, on its device: from disk (under `key`, default the weight's
+        own), else computed there and stored."""
         if self.root is None:
             self.misses += 1
             return svd(weight, dtype)
-        path = self.root / f"{self.key(weight, dtype)}.pt"
+        path = self.root / f"{key or self.key(weight, dtype)}.pt"
         if path.exists():
             try:
                 d = torch.load(path, weights_only=True, map_location=weight.device)  # where the model runs

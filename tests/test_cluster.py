@@ -38,10 +38,14 @@ def test_an_unsizable_model_names_the_config_key():
     assert resources.param_count("org/mystery", declared=123) == 123
 
 
-def test_memory_covers_float32_weights_and_grows_on_retry():
+def test_memory_covers_the_weights_as_loaded_and_grows_on_retry():
     n = 8_030_261_248  # Llama-3-8B
     first = resources.mem_mb(n, CLUSTER)
     assert first >= n * 4 / 2**20 * 1.5 + 6000 and first % 1000 == 0 and first < 60_000
+    bf16 = resources.mem_mb(n, CLUSTER, bytes_per_weight=resources.load_bytes("auto"))
+    assert n * 2 / 2**20 * 1.5 + 6000 <= bf16 < first
+    # full fine-tuning and encoders load float32 whatever the option says
+    assert resources.load_bytes("auto", trains_weights=True) == resources.load_bytes("bfloat16", kind="encoder") == 4
     assert first * 1.5 <= resources.mem_mb(n, CLUSTER, attempt=2) <= first * 1.5 + 1000
     assert resources.mem_mb(n, CLUSTER, attempt=4) == resources.mem_mb(n, CLUSTER, attempt=2)
     assert resources.mem_mb(n, CLUSTER, tsd=True) > first
@@ -234,8 +238,10 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
     assert {f["rule"] for f in flags} == {"train", "evaluate_base"}  # CPU-only rules ran locally
     for f in flags:
         assert f["--gpus"] == "1" and f["-p"] == "gpu" and f["--cpus-per-task"] == "8" and f["--requeue"]
-        # Llama-3-8B loads in float32: 30.6 GB of weights, x 1.5, + 6 GB (x 2 for the SVDs of TSD methods)
-        assert 50_000 <= int(f["--mem"]) <= 70_000
+        # Llama-3-8B loads in bf16 on a GPU (train.base_dtype, eval.dtype: auto): 15.3 GB of
+        # weights, x 1.5, + 6 GB, rounded up to 1000 (x 2 for TSD methods)
+        assert int(f["--mem"]) in (29_000, 37_000)
+    assert {int(f["--mem"]) for f in flags} == {29_000, 37_000}
     trains = [f for f in flags if f["rule"] == "train"]
     # 3 epochs of 170K rows at batch 16 x 256 tokens: 35 h by the estimate (2 x the FLOPs at
     # 100 TFLOP/s), so capped at 24 h; the cell resumes from its checkpoint on the next attempt

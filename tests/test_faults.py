@@ -28,7 +28,7 @@ def _cell(tmp_path, tokenizer, examples, cfg, method="lora", monkeypatch=None, n
 
 @pytest.fixture
 def tiny_base(monkeypatch, tokenizer):
-    monkeypatch.setattr(train.models, "load_causal_lm", lambda src: (make_llama(vocab_size=1000), tokenizer))
+    monkeypatch.setattr(train.models, "load_causal_lm", lambda src, dtype=None: (make_llama(vocab_size=1000), tokenizer))
 
 
 # --- divergence

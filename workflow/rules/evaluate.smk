@@ -19,7 +19,7 @@ rule evaluate:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt),
+        mem_mb=eval_mem_mb,
         runtime=lambda wc, input: eval_minutes(wc, input),
     log:
         f"{RUN}/eval/{{task}}.log",
@@ -42,7 +42,7 @@ rule evaluate_base:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt),
+        mem_mb=eval_mem_mb,
         runtime=lambda wc, input: eval_minutes(wc, input),
     log:
         GRID + "/runs/{model}/base/{task}.log",

@@ -15,9 +15,21 @@ def n_params(wildcards):
         raise
 
 
-def job_mem_mb(wildcards, attempt, tsd=False):
-    """mem_mb of a GPU job: weights as loaded x 1.5 (x 2 for TSD methods' SVDs) + overhead, x 1.5 on retries."""
-    return sizing.mem_mb(n_params(wildcards), config["cluster"], attempt, tsd)
+def job_mem_mb(wildcards, attempt, tsd=False, dtype=None):
+    """mem_mb of a GPU job: weights as loaded (in `dtype`) x 1.5 (x 2 for TSD methods) + overhead, x 1.5 on retries."""
+    kind = models.kind(model_name(wildcards), config["model_kinds"])
+    method = getattr(wildcards, "method", None)
+    trains = method is not None and METHODS[method].peft_config is None
+    size = sizing.load_bytes(dtype, trains, kind)
+    return sizing.mem_mb(n_params(wildcards), config["cluster"], attempt, tsd, size)
+
+
+def train_mem_mb(wildcards, attempt):
+    return job_mem_mb(wildcards, attempt, wildcards.method in TSD_METHODS, cell_options(wildcards)["base_dtype"])
+
+
+def eval_mem_mb(wildcards, attempt):
+    return job_mem_mb(wildcards, attempt, dtype=config["eval"]["dtype"])
 
 
 def train_minutes(wildcards, input):

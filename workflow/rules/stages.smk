@@ -15,7 +15,7 @@ rule eva_init:
     threads: 1
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt),
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt, dtype="float32"),
         runtime=lambda wc, input: train_minutes(SimpleNamespace(**dict(wc.items()), method="eva"), input),
     log:
         GRID + "/stages/{model}/{train_set}/eva_r{rank}.log",

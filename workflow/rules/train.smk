@@ -18,8 +18,8 @@ rule train:
         code=train_code,
     threads: 1
     resources:
-        gpu=1,
-        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt, tsd=wc.method in TSD_METHODS),
+        gpu=lambda wc: cell_options(wc)["gpus"],
+        mem_mb=train_mem_mb,
         runtime=lambda wc, input: train_minutes(wc, input),
     log:
         f"{RUN}/train.log",

@@ -10,10 +10,11 @@ os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 from lora_tsd import gpu_slots
 
-# One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
-gpu, gpu_lock = gpu_slots.claim()
+# One GPU per process: claim free devices before torch starts (no-op on a CPU machine).
+processes = int(snakemake.params.train.get("gpus", 1))
+gpu, gpu_lock = gpu_slots.claim(count=processes)
 
-from lora_tsd import train
+from lora_tsd import distributed, train
 from lora_tsd.config import RESULT_NEUTRAL, cell_train
 from lora_tsd.tasks import TRAIN_SETS
 
@@ -23,9 +24,15 @@ cell = cell_train(snakemake.config, TRAIN_SETS[w.train_set].family, w.train_set,
 options = {**snakemake.params.train, **{k: cell[k] for k in RESULT_NEUTRAL if k in cell}}
 # Where SVDs are kept is not a result either (tsd.svd_cache: on or off).
 svd_cache = f"resources/svd/{w.model}" if snakemake.config["tsd"]["svd_cache"] else None
-train.run(snakemake.params.model_name, snakemake.params.model_source, w.train_set,
-          snakemake.input.data, w.method, int(w.rank), int(w.seed), options,
-          snakemake.output.adapter, snakemake.output.metrics, threads=snakemake.threads,
-          tsd_cfg=dict(snakemake.params.tsd), svd_cache=svd_cache,
-          out_analysis=snakemake.output.analysis,
-          stage_input=snakemake.input.stage[0] if snakemake.input.stage else None)
+args = dict(model_name=snakemake.params.model_name, model_src=snakemake.params.model_source,
+            train_set=w.train_set, data_dir=snakemake.input.data, method=w.method, rank=int(w.rank),
+            seed=int(w.seed), cfg=options, out_adapter=snakemake.output.adapter,
+            out_metrics=snakemake.output.metrics, threads=snakemake.threads, tsd_cfg=dict(snakemake.params.tsd),
+            svd_cache=svd_cache, out_analysis=snakemake.output.analysis,
+            stage_input=snakemake.input.stage[0] if snakemake.input.stage else None)
+if processes > 1:  # data-parallel: torchrun, one process per claimed GPU
+    spec = os.path.join(os.path.dirname(snakemake.output.metrics), "launch.json")
+    distributed.launch(processes, args, spec, out=sys.stdout)
+    os.remove(spec)
+else:
+    train.run(**args)
