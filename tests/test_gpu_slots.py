@@ -88,3 +88,31 @@ def test_locks_are_per_host(tmp_path, monkeypatch):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_data_parallel_job_claims_several_gpus_and_never_holds_part_while_waiting(tmp_path):
+    holder = _holder(tmp_path, devices="0,1,2")  # holds one of three
+    try:
+        taken, _ = _claimed(holder)
+        env = {"CUDA_VISIBLE_DEVICES": "0,1,2"}
+        devices, locks = gpu_slots.claim(tmp_path, environ=env, count=2, wait_s=5, poll_s=0.05)
+        assert len(locks) == 2 and env["CUDA_VISIBLE_DEVICES"] == devices
+        assert sorted(devices.split(",")) == sorted({"0", "1", "2"} - {taken})
+        # all three now held: a job that needs two waits, and holds none of them meanwhile
+        with pytest.raises(TimeoutError, match="no 2 free GPU"):
+            gpu_slots.claim(tmp_path, environ={"CUDA_VISIBLE_DEVICES": "0,1,2"}, count=2, wait_s=0.2, poll_s=0.05)
+        for lock in locks:
+            lock.close()
+        again, more = gpu_slots.claim(tmp_path, environ={"CUDA_VISIBLE_DEVICES": "0,1,2"}, count=2, wait_s=1,
+                                      poll_s=0.05)
+        assert sorted(again.split(",")) == sorted(devices.split(","))
+        for lock in more:
+            lock.close()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_more_gpus_than_visible_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="train.gpus"):
+        gpu_slots.claim(tmp_path, environ={"CUDA_VISIBLE_DEVICES": "0"}, count=2)

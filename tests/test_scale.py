@@ -4,6 +4,7 @@ one layer's SVD at a time, bf16 scoring with the adapter unmerged, and data-para
 (2 gloo processes) whose loss curve is the single-process one at the same global batch."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -233,3 +234,19 @@ def test_rows_split_contiguously_and_cover_the_batch(monkeypatch):
         monkeypatch.setattr(distributed, "rank", lambda r=r: r)
         shares.append(distributed.my_rows(8))
     assert [(s.start, s.stop) for s in shares] == [(0, 3), (3, 6), (6, 8)]
+
+
+@pytest.mark.e2e
+def test_the_workflow_trains_a_cell_over_two_processes(tmp_path):
+    """`train.gpus: 2` through snakemake: the rule asks for 2 GPUs and its script launches torchrun."""
+    from test_workflow import SMOKE, _snakemake
+
+    cfg = {**SMOKE, "name": "ddp", "models": ["tiny-llama"], "tasks": ["arc_easy"], "methods": ["lora_dash"],
+           "train": {**SMOKE["train"], "gpus": 2}, "eval": {**SMOKE["eval"], "protocols": ["loglik"]}}
+    proc = _snakemake(tmp_path, cfg)
+    assert re.search(r"gpu=2", proc.stdout + proc.stderr)  # the job's resources
+    run = tmp_path / "results" / "ddp" / "runs" / "tiny-llama" / "commonsense170k" / "lora_dash" / "r4" / "s0"
+    metrics = json.loads((run / "train.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == 4
+    assert json.loads((run / "eval" / "arc_easy.json").read_text())["results"]["loglik"]["metrics"]["acc"] >= 0
+    assert not (run / "launch.json").exists()
