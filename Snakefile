@@ -1,6 +1,8 @@
 # lora-tsd-bench: methods x ranks x models x tasks x seeds -> train -> evaluate -> leaderboard.
 # Config: config.yaml (the embedded default grid); override with --configfile.
+import glob
 import os
+import re
 
 from snakemake.utils import min_version
 
@@ -19,6 +21,25 @@ include: "workflow/rules/stages.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+
+
+# Baselines as rules: the shipped ones, then any the config's external_methods bring in.
+for _smk in sorted(glob.glob(os.path.join(workflow.basedir, "workflow", "rules", "baselines", "*.smk"))):
+
+    include: _smk
+
+
+for _spec in EXTERNAL.values():
+    if _spec.get("smk"):
+
+        include: os.path.abspath(os.path.expanduser(_spec["smk"]))
+
+
+# Output patterns without the wildcard constraints snakemake writes into them ({seed,\d+}).
+_outputs = {r.name: [re.sub(r"\{(\w+),[^{}]*\}", r"{\1}", str(f)) for f in r.output] for r in workflow.rules}
+_problems = external_rule_problems(config, _outputs)
+if _problems:
+    _stop("invalid config:\n  " + "\n  ".join(_problems))
 
 
 # CPU-only rules run where snakemake runs (on a cluster: the login node, which also reaches

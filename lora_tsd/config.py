@@ -101,13 +101,33 @@ def _unknown(key: str, value, allowed) -> str:
     return f"config key '{key}': unknown value {value!r}; allowed values: {', '.join(allowed)}"
 
 
-def _registry_problems(config: dict, schema: dict) -> list[str]:
+def known_methods(config: dict) -> dict:
+    """Built-in methods and the config's external ones (name -> registry entry or declaration)."""
+    external = config.get("external_methods") or {}
+    return {**METHODS, **(external if isinstance(external, dict) else {})}
+
+
+def _external_problems(config: dict) -> list[str]:
     problems = []
+    for name, spec in (config.get("external_methods") or {}).items():
+        if name in METHODS:
+            problems.append(f"config key 'external_methods.{name}': {name!r} is a built-in method; allowed values: "
+                            f"a name not among {', '.join(sorted(METHODS))}")
+        smk = (spec or {}).get("smk") if isinstance(spec, dict) else None
+        if smk and not Path(smk).expanduser().is_file():
+            problems.append(f"config key 'external_methods.{name}.smk': file {smk!r} does not exist (relative paths "
+                            f"are read from {Path.cwd()}); allowed values: an existing Snakemake file")
+    return problems
+
+
+def _registry_problems(config: dict, schema: dict) -> list[str]:
+    problems = _external_problems(config)
+    known = known_methods(config)
     for i, name in enumerate(config.get("methods", [])):
-        if name not in METHODS:
-            problems.append(_unknown(f"methods[{i}]", name, sorted(METHODS)))
+        if name not in known:
+            problems.append(_unknown(f"methods[{i}]", name, sorted(known)))
     train_keys = set(schema["properties"]["train"]["properties"])
-    for section, registry in (("method_train", METHODS), ("family_train", FAMILIES),
+    for section, registry in (("method_train", known), ("family_train", FAMILIES),
                               ("train_set_train", TRAIN_SETS)):
         for name, overrides in (config.get(section) or {}).items():
             if name not in registry:
@@ -226,6 +246,24 @@ def _override_problems(config: dict, schema: dict) -> list[str]:
                 merged = merge_train(config["train"], overrides)
                 for e in jsonschema.Draft202012Validator(train_schema).iter_errors(merged):
                     problems.append(f"config key '{section}.{name}.{_key(e.absolute_path)}': {e.message}")
+    return problems
+
+
+def external_rule_problems(config: dict, rules: dict) -> list[str]:
+    """Once every rule file is read: each external method's rule exists and writes the
+    contract's files for its method (`rules`: rule name -> its output patterns)."""
+    problems = []
+    for name, spec in (config.get("external_methods") or {}).items():
+        rule = spec["rule"]
+        if rule not in rules:
+            problems.append(_unknown(f"external_methods.{name}.rule", rule, sorted(rules)))
+            continue
+        run = f"results/{config['name']}/runs/{{model}}/{{train_set}}/{name}/r{{rank}}/s{{seed}}"
+        missing = [f for f in (f"{run}/adapter", f"{run}/train.json") if f not in rules[rule]]
+        if missing:
+            problems.append(f"config key 'external_methods.{name}.rule': rule {rule!r} does not write "
+                            f"{', '.join(missing)}; allowed values: a rule whose output is the run-folder contract "
+                            f"(use external_run({name!r}) in its output)")
     return problems
 
 

@@ -1,4 +1,5 @@
 # Shared helpers: config checks (before any job), hub set-up, grid expansion, path helpers.
+import hashlib
 import json
 import sys
 from types import SimpleNamespace
@@ -7,8 +8,8 @@ from snakemake.utils import validate
 
 from lora_tsd import assets, hub, models
 from lora_tsd.codehash import code_hash
-from lora_tsd.config import (ConfigError, cell_train, check, local_path, result_config, result_eval,
-                             result_train, result_tsd, short_hash)
+from lora_tsd.config import (ConfigError, cell_train, check, external_rule_problems, known_methods, local_path,
+                             result_config, result_eval, result_train, result_tsd, short_hash)
 from lora_tsd.data import train_set_origin
 from lora_tsd.methods import METHODS
 from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for
@@ -69,10 +70,35 @@ wildcard_constraints:
     model="[^/]+",
     task="|".join(TASKS),
     train_set="|".join(TRAIN_SETS),
-    method="|".join(METHODS),
+    method="|".join(known_methods(config)),  # built-in and external (the train rule takes built-in only)
     rank=r"\d+",
     seed=r"\d+",
     data="[^/]+",
+
+
+# Baselines trained by their own rule (config `external_methods`): such a rule writes the
+# run-folder contract (lora_tsd/contract.py) under external_run(<its method name>).
+EXTERNAL = config["external_methods"]
+
+
+def external_run(method):
+    """A cell folder of `method` with {model}, {train_set}, {rank} and {seed} left as wildcards."""
+    return RUN.replace("{method}", method)
+
+
+def external_wildcards(wildcards, method):
+    """An external rule's wildcards with its method filled in (for cell_options, train_params...)."""
+    return SimpleNamespace(**dict(wildcards.items()), method=method)
+
+
+def file_hash(path):
+    """A script's bytes as a param (an external rule's code: an edit retrains its cells)."""
+    return hashlib.sha256(open(os.path.join(workflow.basedir, path), "rb").read()).hexdigest()[:16]
+
+
+def producer_rule(method):
+    """The rule that writes a cell's run folder (named by the contract's errors)."""
+    return EXTERNAL[method]["rule"] if method in EXTERNAL else "train"
 
 
 def model_name(wildcards):

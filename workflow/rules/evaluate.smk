@@ -16,6 +16,7 @@ rule evaluate:
         eval=eval_params(),
         source=config["data_source"],
         code=code_hash("lora_tsd.evaluation"),
+        producer=lambda wc: producer_rule(wc.method),
     threads: 1
     resources:
         gpu=1,

@@ -21,6 +21,8 @@ rule train:
         gpu=lambda wc: cell_options(wc)["gpus"],
         mem_mb=train_mem_mb,
         runtime=lambda wc, input: train_minutes(wc, input),
+    wildcard_constraints:
+        method="|".join(METHODS),  # external methods train through their own rule
     log:
         f"{RUN}/train.log",
     script:

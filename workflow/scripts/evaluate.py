@@ -1,5 +1,4 @@
 # Snakemake script: score a trained cell (or the base model) on one task's held-out rows.
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from lora_tsd import gpu_slots
 # One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
 gpu, gpu_lock = gpu_slots.claim()
 
-from lora_tsd import evaluation
+from lora_tsd import contract, evaluation
 
 w = snakemake.wildcards
 # batch_size only changes speed: read from the config, not a param (changing it rescores nothing).
@@ -23,7 +22,10 @@ eval_cfg = {**snakemake.params.eval, "batch_size": snakemake.config["eval"]["bat
 run_info = {"method": "base"}
 adapter = snakemake.input.get("adapter")
 if adapter:
-    train = json.loads(Path(snakemake.input.train).read_text())
+    # Whichever rule trained the cell (built-in or an external baseline), its folder must meet the contract.
+    expected = {"model": snakemake.params.model_name, "train_set": w.train_set, "method": w.method,
+                "rank": int(w.rank), "seed": int(w.seed)}
+    train = contract.check_run(Path(adapter).parent, expected, snakemake.params.producer)
     run_info = {"method": w.method, "rank": int(w.rank), "seed": int(w.seed), "adapter": adapter,
                 "train": {k: v for k, v in train.items() if k not in ("losses", "packages")}}
 evaluation.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
