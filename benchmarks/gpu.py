@@ -123,7 +123,7 @@ def build(shape: str, method: str, args, device, dtype):
     bad = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
     assert not bad, f"trainable parameters not float32: {bad[:3]}"
     if args.gradient_checkpointing:
-        model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        models.checkpoint_activations(model)  # as train.gradient_checkpointing does
     switch_s = None
     if method == "lora_dash":
         dash.attach(model, args.s)
