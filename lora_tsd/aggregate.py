@@ -54,9 +54,20 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
              .drop(columns=["_f", "_b", "_m"]).reset_index(drop=True)
 
 
+MISSING = "missing"  # a (row, task) the grid has no record for
+
+
+def expected_seeds(df: pd.DataFrame) -> pd.Series:
+    """Seeds each (family, protocol, model) has for its trained methods: what every trained
+    row of that table must show (base rows have one, seedless, record)."""
+    trained = df[df.method != "base"]
+    return trained.groupby(["family", "protocol", "model"])["seed"].nunique()
+
+
 def with_averages(df: pd.DataFrame) -> pd.DataFrame:
     """Add task 'avg' per seed for metrics every task of a family/protocol reports (the
-    commonsense tables' average column), when there is more than one task."""
+    commonsense tables' average column), when there is more than one task. A seed that lacks
+    one of its model's tasks gets no average: nothing is averaged over whatever exists."""
     extra = []
     scored = df[df.metric != DIVERGED]
     # A seed with a diverged task has no average: it is not averaged over the tasks that remain.
@@ -69,6 +80,9 @@ def with_averages(df: pd.DataFrame) -> pd.DataFrame:
         shared = [m for m in part["metric"].unique() if part.loc[part.metric == m, "task"].nunique() == len(tasks)]
         keys = ROW + ["seed", "metric"]
         sub = part[part["metric"].isin(shared)]
+        expected = df[(df.family == family) & (df.protocol == protocol)].groupby("model")["task"].nunique()
+        complete = sub.groupby(keys, sort=False, dropna=False)["task"].transform("nunique")
+        sub = sub[complete.values == sub["model"].map(expected).values]
         means = sub.assign(rank=sub["rank"].astype("string").fillna("-"), seed=sub["seed"].fillna(-1)) \
                    .groupby(keys, sort=False)["value"].mean().reset_index()
         extra.append(means.assign(task="avg"))
@@ -87,6 +101,9 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     keys = ROW + ["task", "metric"]
     g = full.assign(rank=full["rank"].astype("string").fillna("-")).groupby(keys, sort=False)
     out = g.agg(seeds=("value", "count"), mean=("value", "mean"), std=("value", "std")).reset_index()
+    wanted = expected_seeds(df)
+    out["expected_seeds"] = [1 if m == "base" else int(wanted.get((f, p, mo), 1))
+                             for f, p, mo, m in zip(out.family, out.protocol, out.model, out.method)]
     costs = df.assign(rank=df["rank"].astype("string").fillna("-")).groupby(ROW, sort=False).agg(
         trainable_params=("trainable_params", "first"), train_time_s=("train_time_s", "mean"),
         peak_mem_mb=("peak_mem_mb", "max")).reset_index()
@@ -103,16 +120,24 @@ def _fmt(value, decimals: int) -> str:
     return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
 
+def _cell(mean, std, seeds, expected) -> str:
+    """mean ± std, saying so when fewer seeds than the grid's stand behind it."""
+    text = _pm(mean, std)
+    return text if seeds >= expected else f"{text} ({seeds} of {expected} seeds)"
+
+
 def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataFrame | None = None) -> pd.DataFrame:
     part = summary[(summary.family == family) & (summary.protocol == protocol)]
-    part = part.assign(column=part["task"] + " " + part["metric"], cell=[_pm(m, s) for m, s in zip(part["mean"], part["std"])])
+    part = part.assign(column=part["task"] + " " + part["metric"],
+                       cell=[_cell(*v) for v in zip(part["mean"], part["std"], part["seeds"], part["expected_seeds"])])
     rows = ["model", "method", "rank"]
     table = part.pivot_table(index=rows, columns="column", values="cell", aggfunc="first", sort=False)
     columns = list(dict.fromkeys(c for c in part["column"] if not c.startswith("avg "))) + \
         [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
     meta = part.groupby(rows, sort=False).agg(seeds=("seeds", "max"), trainable_params=("trainable_params", "first"),
                                               train_time_s=("train_time_s", "first"))
-    table = table[columns].join(meta).reset_index()
+    # A row without any record of a task (or, for the average, of a task in some seed) says so.
+    table = table[columns].fillna(MISSING).join(meta).reset_index()
     table["train_time_s"] = [_fmt(v, 1) for v in table["train_time_s"]]
     table = table[rows + ["seeds"] + columns + ["trainable_params", "train_time_s"]]
     return mark_faults(table, df[(df.family == family) & (df.protocol == protocol)] if df is not None else None)
@@ -136,10 +161,10 @@ def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
         for column in table.columns:
             if column.startswith(f"{r['task']} "):
                 old = table.at[i, column]
-                table.at[i, column] = note if old in ("-", None) or pd.isna(old) or old.startswith("diverged") \
+                table.at[i, column] = note if old in ("-", None, MISSING) or pd.isna(old) or old.startswith("diverged") \
                     else f"{old}; {note}"
             elif column.startswith("avg "):
-                table.at[i, column] = "-"
+                table.at[i, column] = "-"  # not an average over the tasks that remain
     for _, r in df[df.loss_flag.notna()].drop_duplicates(["model", "method", "rank"]).iterrows():
         if key(r) in index and not str(table.at[index[key(r)], "method"]).endswith("†"):
             table.at[index[key(r)], "method"] = f"{r['method']} †"

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -73,3 +74,31 @@ def test_markdown_has_a_labelled_table_per_family_and_protocol(board):
     assert "65.00 ± 7.07" in md and "75.00 ± 7.07" in md and "90.00" in md
     loglik = md.split("## commonsense — loglik")[1].split("##")[0]
     assert loglik.index("| base") < loglik.index("| lora")
+
+
+def test_a_missing_task_or_seed_shows_as_missing_and_is_never_averaged_over(tmp_path):
+    """A partial set of records: lora seed 1 lacks piqa, dora has no piqa at all."""
+    files = [
+        _record(tmp_path / "a.json", "lora", "arc_easy", _cs(0.60, 0.30), rank=4, seed=0),
+        _record(tmp_path / "b.json", "lora", "arc_easy", _cs(0.70, 0.50), rank=4, seed=1),
+        _record(tmp_path / "c.json", "lora", "piqa", _cs(0.80, 0.40), rank=4, seed=0),
+        _record(tmp_path / "d.json", "dora", "arc_easy", _cs(0.40, 0.20), rank=4, seed=0),
+        _record(tmp_path / "e.json", "dora", "arc_easy", _cs(0.50, 0.20), rank=4, seed=1),
+        _record(tmp_path / "base.json", "base", "arc_easy", _cs(0.50, 0.0)),
+        _record(tmp_path / "base2.json", "base", "piqa", _cs(0.55, 0.0)),
+    ]
+    stamp = {"commit": "c", "config_hash": "h", "data": "d"}
+    aggregate.write(files, {}, stamp, tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
+    summary = pd.DataFrame(json.loads((tmp_path / "lb.json").read_text())["summary"])
+    lora_avg = summary[(summary.method == "lora") & (summary.task == "avg") & (summary.protocol == "loglik")
+                       & (summary.metric == "acc")]
+    # only seed 0 has both tasks: its average (60 + 80) / 2, not seed 1's lone arc_easy folded in
+    assert lora_avg["seeds"].item() == 1 and lora_avg["mean"].item() == pytest.approx(70.0)
+    assert summary[(summary.method == "dora") & (summary.task == "avg")].empty
+    loglik = re.sub(r" +", " ", (tmp_path / "lb.md").read_text().split("## commonsense — loglik")[1].split("##")[0])
+    lora = next(line for line in loglik.splitlines() if line.startswith("| m | lora "))
+    dora = next(line for line in loglik.splitlines() if line.startswith("| m | dora "))
+    assert "| 65.00 ± 7.07 |" in lora and "| 80.00 (1 of 2 seeds) |" in lora and "| 70.00 (1 of 2 seeds) |" in lora
+    assert "| 45.00 ± 7.07 |" in dora and dora.count("| missing |") >= 2  # piqa acc, acc_norm and the average
+    base = next(line for line in loglik.splitlines() if line.startswith("| m | base "))
+    assert "seeds" not in base and "missing" not in base  # the base model has one, seedless, record
