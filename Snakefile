@@ -37,7 +37,7 @@ for _spec in EXTERNAL.values():
 
 # Output patterns without the wildcard constraints snakemake writes into them ({seed,\d+}).
 _outputs = {r.name: [re.sub(r"\{(\w+),[^{}]*\}", r"{\1}", str(f)) for f in r.output] for r in workflow.rules}
-_problems = external_rule_problems(config, _outputs)
+_problems = external_rule_problems(config, _outputs, external_run)
 if _problems:
     _stop("invalid config:\n  " + "\n  ".join(_problems))
 

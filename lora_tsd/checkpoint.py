@@ -41,7 +41,12 @@ def load_adapter_state(model, state: dict) -> None:
     with torch.no_grad():
         for name, value in state.items():
             tensors[name].copy_(value)
-    for module in model.modules():  # states that mirror a buffer in Python (LoRA-Dash's on/off flag)
+    mirror_flags(model)
+
+
+def mirror_flags(model) -> None:
+    """After buffers were overwritten: states that mirror a buffer in Python (LoRA-Dash's on/off flag)."""
+    for module in model.modules():
         if hasattr(module, "restored"):
             module.restored()
 

@@ -217,7 +217,7 @@ def _consistency_problems(config: dict) -> list[str]:
                             f"allowed values: null/false, or set train.val_size > 0")
     for method in config.get("methods", []):
         cell = merge_train(train, (config.get("method_train") or {}).get(method, {}))
-        if method in METHODS and METHODS[method].peft_config is None and cell.get("base_dtype") == "bfloat16":
+        if method in METHODS and METHODS[method].trains_weights and cell.get("base_dtype") == "bfloat16":
             problems.append(f"config key 'train.base_dtype': 'bfloat16' for method {method!r}, which trains every "
                             f"weight (AdamW on bf16 weights loses small updates); allowed values: auto, float32 "
                             f"(set method_train.{method}.base_dtype)")
@@ -249,16 +249,17 @@ def _override_problems(config: dict, schema: dict) -> list[str]:
     return problems
 
 
-def external_rule_problems(config: dict, rules: dict) -> list[str]:
+def external_rule_problems(config: dict, rules: dict, run_of) -> list[str]:
     """Once every rule file is read: each external method's rule exists and writes the
-    contract's files for its method (`rules`: rule name -> its output patterns)."""
+    contract's files for its method (`rules`: rule name -> its output patterns; `run_of(name)`:
+    the method's cell-folder pattern, the workflow's external_run)."""
     problems = []
     for name, spec in (config.get("external_methods") or {}).items():
         rule = spec["rule"]
         if rule not in rules:
             problems.append(_unknown(f"external_methods.{name}.rule", rule, sorted(rules)))
             continue
-        run = f"results/{config['name']}/runs/{{model}}/{{train_set}}/{name}/r{{rank}}/s{{seed}}"
+        run = run_of(name)
         missing = [f for f in (f"{run}/adapter", f"{run}/train.json") if f not in rules[rule]]
         if missing:
             problems.append(f"config key 'external_methods.{name}.rule': rule {rule!r} does not write "

@@ -215,11 +215,18 @@ def score_glue(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dic
     return {"glue": {"metrics": scores, "n_test": len(rows)}}
 
 
+def scoring_dtype(task: str, eval_cfg: dict) -> torch.dtype:
+    """`eval.dtype` resolved for the device here; encoders (GLUE) score in float32."""
+    if FAMILIES[TASKS[task].family].model_kind == "encoder":
+        return torch.float32
+    return models.weights_dtype(eval_cfg.get("dtype"), models.pick_device()[0])
+
+
 def score(model_src: str, task: str, test_file: str | Path, adapter, eval_cfg: dict, source: str) -> dict:
     """Load the model (with its adapter merged) and score it with the task family's protocols."""
     spec = TASKS[task]
-    dtype = models.weights_dtype(eval_cfg.get("dtype"), models.pick_device()[0])
-    model, tokenizer = load_for_eval(model_src, adapter, FAMILIES[spec.family].model_kind, spec.num_labels, dtype)
+    model, tokenizer = load_for_eval(model_src, adapter, FAMILIES[spec.family].model_kind, spec.num_labels,
+                                     scoring_dtype(task, eval_cfg))
     if spec.family == "glue":
         return score_glue(model, tokenizer, task, test_file, eval_cfg)
     return score_lm(model, tokenizer, task, test_file, eval_cfg, source)
@@ -237,9 +244,8 @@ def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapt
         what = f"scoring {model_name} {run_info.get('method', 'base')} on {task}"
         with faults.out_of_memory(what, faults.eval_levers(eval_cfg)):
             results = score(model_src, task, test_file, adapter, eval_cfg, source)
-    scored_in = torch.float32 if spec.family == "glue" else models.weights_dtype(eval_cfg["dtype"], models.pick_device()[0])
     record = {"model": model_name, "task": task, "family": spec.family, "train_set": spec.train_set,
-              "diverged": diverged, "eval_dtype": str(scored_in).removeprefix("torch."),
+              "diverged": diverged, "eval_dtype": str(scoring_dtype(task, eval_cfg)).removeprefix("torch."),
               "protocols": {p: PROTOCOLS[p] for p in results}, "eval_config": eval_cfg, **run_info,
               "results": results, "packages": provenance.package_versions(), "git_commit": provenance.git_commit()}
     atomic.write_json(out, record)

@@ -171,6 +171,11 @@ class Method:
     # only (codehash); modules every method shares rerun every cell
     modules: tuple[str, ...] = ()
 
+    @property
+    def trains_weights(self) -> bool:
+        """Every weight trains (full fine-tuning): no adapter, and float32 weights."""
+        return self.peft_config is None
+
 
 def lora_config(rank: int, train: dict, targets: list[str], **extra) -> LoraConfig:
     return LoraConfig(
@@ -217,7 +222,7 @@ def attach(method: str, model, rank: int, train: dict, targets: list[str], task_
     """Wrap a base model with the method's peft adapter (hooks run later, in training);
     a method without a peft config trains the whole model. Classifiers pass task_type SEQ_CLS
     and their head modules, which train in full beside the adapter."""
-    if METHODS[method].peft_config is None:
+    if METHODS[method].trains_weights:
         return model.requires_grad_(True)
     model = get_peft_model(model, build_config(method, rank, train, targets, task_type, modules_to_save))
     # What trains stays float32 over bf16 base weights (peft casts its adapter layers; this

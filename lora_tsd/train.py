@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import atomic, data, distributed, export, faults, methods, models, provenance, tsd
-from .checkpoint import (adapter_state, load_adapter_state, read_checkpoint, restore, rng_state, run_fingerprint,
-                         save_checkpoint)
+from .checkpoint import (adapter_state, load_adapter_state, mirror_flags, read_checkpoint, restore, rng_state,
+                         run_fingerprint, save_checkpoint)
 from .export import lora_layers
 from .tasks import TASKS, TRAIN_SETS
 
@@ -244,16 +244,17 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
 def _after_step(hooks, model, step: int, ctx) -> None:
     """The hooks' call; when they changed the adapter (LoRA-Dash's switch), every process
     takes rank 0's state, so data-parallel processes never drift apart on an SVD's rounding."""
-    if hooks.after_step(model, step, ctx) and distributed.active():
+    if hooks.after_step(model, step, ctx):
         sync_adapter(model)
 
 
 def sync_adapter(model) -> None:
+    """Rank 0's adapter tensors in every data-parallel process (nothing in a single one)."""
+    if not distributed.active():
+        return
     tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     distributed.broadcast_tensors([tensors[name] for name in adapter_state(model)])
-    for module in model.modules():
-        if hasattr(module, "restored"):
-            module.restored()
+    mirror_flags(model)
 
 
 def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, device, amp_dtype,
@@ -311,7 +312,7 @@ def base_dtype(cfg: dict, method: str, fmt: str, device) -> torch.dtype:
     trains its weights, so float32 under "auto"); encoders stay float32."""
     if fmt == "classification":
         return torch.float32
-    trains_weights = methods.METHODS[method].peft_config is None
+    trains_weights = methods.METHODS[method].trains_weights
     dtype = models.weights_dtype(cfg.get("base_dtype"), device, trains_weights)
     if trains_weights and dtype != torch.float32:
         raise ValueError(f"config key 'train.base_dtype': {cfg.get('base_dtype')!r} for method {method!r}, "
@@ -361,8 +362,7 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
     # A resumed run rebuilds an initialisation from its checkpoint instead of redoing it.
     ctx.resume = read_checkpoint(ckpt, run_fingerprint(cfg, seed, len(examples), ctx))
     spec.hooks.setup(model, ctx)
-    if distributed.active():
-        sync_adapter(model)
+    sync_adapter(model)
     log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,
               hooks=spec.hooks, ctx=ctx, fmt=fmt, val_examples=val_examples)
     # Reported time includes any init stage run inside the cell (LoRA-Init's warm-up).

@@ -19,7 +19,7 @@ def job_mem_mb(wildcards, attempt, tsd=False, dtype=None):
     """mem_mb of a GPU job: weights as loaded (in `dtype`) x 1.5 (x 2 for TSD methods) + overhead, x 1.5 on retries."""
     kind = models.kind(model_name(wildcards), config["model_kinds"])
     method = getattr(wildcards, "method", None)
-    trains = method in METHODS and METHODS[method].peft_config is None
+    trains = method in METHODS and METHODS[method].trains_weights
     size = sizing.load_bytes(dtype, trains, kind)
     return sizing.mem_mb(n_params(wildcards), config["cluster"], attempt, tsd, size)
 
