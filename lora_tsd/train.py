@@ -330,12 +330,13 @@ def run(model_name: str, model_src: str, train_set: str, data_dir: str | Path, m
     distributed.init()
     device, amp_dtype = models.pick_device()
     cell = f"training {model_name}/{train_set}/{method}/r{rank}/s{seed} on {device}"
-    try:
-        with faults.out_of_memory(cell, faults.train_levers(cfg)):
-            return _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cfg, out_adapter,
-                             out_metrics, tsd_cfg, svd_cache, out_analysis, stage_input, device, amp_dtype)
-    finally:
-        distributed.finish()
+    with faults.out_of_memory(cell, faults.train_levers(cfg)):
+        result = _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cfg, out_adapter,
+                           out_metrics, tsd_cfg, svd_cache, out_analysis, stage_input, device, amp_dtype)
+    # Only on success: a failed process must not wait at a barrier its peers, mid-collective,
+    # never reach; it exits, and torchrun stops the others.
+    distributed.finish()
+    return result
 
 
 def uniform_loss(model, fmt: str) -> float | None:

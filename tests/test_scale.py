@@ -250,3 +250,32 @@ def test_the_workflow_trains_a_cell_over_two_processes(tmp_path):
     assert metrics["processes"] == 2 and metrics["steps"] == 4
     assert json.loads((run / "eval" / "arc_easy.json").read_text())["results"]["loglik"]["metrics"]["acc"] >= 0
     assert not (run / "launch.json").exists()
+
+
+FAILS_ON_RANK_1 = """
+import json, sys
+from pathlib import Path
+from lora_tsd import distributed, train
+real = train._run_cell
+def flaky(*a, **k):
+    if distributed.rank() == 1:
+        raise RuntimeError("rank 1 fails")
+    return real(*a, **k)
+train._run_cell = flaky
+train.run(**json.loads(Path(sys.argv[1]).read_text()))
+"""
+
+
+def test_one_failing_process_ends_the_cell_instead_of_hanging(model_dir, data_dir, tmp_path, train_cfg):
+    """Rank 0 is inside a collective when rank 1 fails: rank 1 must exit (not wait at a barrier)."""
+    (tmp_path / "worker.py").write_text(FAILS_ON_RANK_1)
+    out = tmp_path / "cell"
+    (tmp_path / "args.json").write_text(json.dumps(dict(
+        model_name="tiny-llama", model_src=str(model_dir), train_set="commonsense170k", data_dir=str(data_dir),
+        method="lora", rank=4, seed=0, cfg={**train_cfg, "steps": 200, "gpus": 2},
+        out_adapter=str(out / "adapter"), out_metrics=str(out / "train.json"))))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(tmp_path / "worker.py"), str(tmp_path / "args.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "rank 1 fails" in proc.stdout + proc.stderr
+    assert not (out / "train.json").exists()
