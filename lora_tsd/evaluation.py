@@ -8,6 +8,7 @@
 - glue: the classifier's predictions scored by `evaluate`'s GLUE metric."""
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -151,17 +152,41 @@ def lm_eval_run(lm, specs: dict[str, dict | str], limit, tmp: Path) -> dict:
             continue
         (tmp / f"{spec['task']}.yaml").write_text(yaml.safe_dump(spec))
         names[protocol] = spec["task"]
-    out = simple_evaluate(model=lm, tasks=list(names.values()), limit=limit, log_samples=False,
+    out = simple_evaluate(model=lm, tasks=list(names.values()), limit=limit, log_samples=True,
                           task_manager=TaskManager(include_path=str(tmp)), bootstrap_iters=1000)
     results = {}
     for protocol, name in names.items():
         res = out["results"][name]
         clean = {k.split(",")[0]: v for k, v in res.items() if "," in k and isinstance(v, (int, float))}
+        rename = {"exact_match": "acc"} if protocol == "generative" else {}
         if protocol == "generative":  # exact match of the first answer word is the accuracy
             clean = {"acc": clean["exact_match"], "acc_stderr": clean.get("exact_match_stderr")}
         n = out.get("n-samples", {}).get(name, {}).get("effective")
-        results[protocol] = {"metrics": clean, "n_test": n}
+        results[protocol] = {"metrics": clean, "n_test": n,
+                             "items": sample_items(out["samples"][name], rename)}
     return results
+
+
+def _plain(value):
+    """A per-item score as JSON: bools as 0/1, lists (IFEval's per-instruction checks) kept."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return int(value) if isinstance(value, bool) else float(value)
+
+
+def sample_items(samples: list[dict], rename: dict[str, str]) -> dict:
+    """lm-eval's logged samples as per-item columns (by doc_id): the paired comparisons and
+    confidence intervals of the tables resample these. doc_hash (lm-eval's hash of the doc)
+    lets a comparison prove two records scored the same items."""
+    samples = sorted(samples, key=lambda s: s["doc_id"])
+    metrics = samples[0]["metrics"] if samples else []
+    items = {"doc_id": [s["doc_id"] for s in samples], "doc_hash": [s["doc_hash"][:16] for s in samples]}
+    items.update({rename.get(m, m): [_plain(s[m]) for s in samples] for m in metrics})
+    return items
+
+
+def row_hash(row: dict) -> str:
+    return hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def score_lm(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dict, source: str) -> dict:
@@ -212,7 +237,9 @@ def score_glue(model, tokenizer, task: str, test_file: str | Path, eval_cfg: dic
         result = metrics.load_glue(name).compute(predictions=[preds[i] for i in idx],
                                                  references=[rows[i]["label"] for i in idx])
         scores.update({k if subset is None else f"{k}_{subset}": float(v) for k, v in result.items()})
-    return {"glue": {"metrics": scores, "n_test": len(rows)}}
+    items = {"doc_id": list(range(len(rows))), "doc_hash": [row_hash(r) for r in rows],
+             "prediction": preds, "label": [r["label"] for r in rows], "subset": [r.get("subset") for r in rows]}
+    return {"glue": {"metrics": scores, "n_test": len(rows), "items": items}}
 
 
 def scoring_dtype(task: str, eval_cfg: dict) -> torch.dtype:

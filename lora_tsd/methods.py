@@ -138,8 +138,9 @@ class EvaHooks(Hooks):
     """EVA: load the state computed by the method's own workflow stage (rule eva_init)."""
 
     def setup(self, model, ctx):
-        state = torch.load(ctx.stage_input, weights_only=True)
-        initialize_lora_eva_weights(model, eva_state_dict=state, show_progress_bar=False)
+        saved = torch.load(ctx.stage_input, weights_only=True)
+        initialize_lora_eva_weights(model, eva_state_dict=saved["state"], show_progress_bar=False)
+        ctx.timings["init_s"] = saved["stage_s"]  # the cell's cost includes the stage it needs
 
 
 class Chain(Hooks):

@@ -2,6 +2,7 @@
 (one output per model x train set x rank, shared by every seed)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ def eva_init(model_src: str, train_set: str, data_dir: str | Path, rank: int, cf
              n_batches: int = 16, threads: int = 1) -> None:
     """EVA's per-layer SVD of the inputs over the first n_batches training batches (fixed order)."""
     torch.set_num_threads(threads)
+    t0 = time.perf_counter()
     device, _ = models.pick_device()
     base, tokenizer, peft_extra = train.load_base(model_src, train_set, seed=0)
     base = base.to(device)  # the SVDs of the inputs run where the model runs
@@ -30,4 +32,4 @@ def eva_init(model_src: str, train_set: str, data_dir: str | Path, rank: int, cf
     # Computed on the peft-wrapped model so the keys are the module names EVA's loader expects.
     state = get_eva_state_dict(get_peft_model(base, peft_cfg), batches, show_progress_bar=False)
     with atomic.file(out) as tmp:
-        torch.save({k: v.cpu() for k, v in state.items()}, tmp)
+        torch.save({"state": {k: v.cpu() for k, v in state.items()}, "stage_s": time.perf_counter() - t0}, tmp)

@@ -351,6 +351,7 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
     spec, fmt = methods.METHODS[method], TRAIN_SETS[train_set].format
     dtype = base_dtype(cfg, method, fmt, device)
     base, tokenizer, peft_extra = load_base(model_src, train_set, seed, dtype)
+    base_params = sum(p.numel() for p in base.parameters())  # the tables' "% of base"
     targets = models.target_modules(base, cfg.get("target_modules"))
     # On the device before the adapter: an init that takes an SVD (PiSSA) runs there.
     model = methods.attach(method, base.to(device), rank, cfg, targets, **peft_extra).to(device)
@@ -386,7 +387,7 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
         "model": model_name, "train_set": train_set, "method": method, "rank": rank, "seed": seed,
         "train_config": cfg, "tsd_config": tsd_cfg, "target_modules": targets,
         "n_train_examples": len(examples), "n_val_examples": len(val_examples), "trainable_params": methods.trainable_parameters(model),
-        "total_params": sum(p.numel() for p in model.parameters()),
+        "total_params": sum(p.numel() for p in model.parameters()), "base_params": base_params,
         "device": str(device), "amp_dtype": str(amp_dtype) if amp_dtype else "float32",
         "base_dtype": str(dtype).removeprefix("torch."), "processes": distributed.world_size(),
         "final_loss": float(np.mean(log["losses"][-5:])) if log["losses"] else None,

@@ -126,8 +126,9 @@ def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokeniz
     ctx = train.make_context(tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
                              stage_input=str(tmp_path / "eva.pt"))
     methods.METHODS["eva"].hooks.setup(model, ctx)
-    state = torch.load(tmp_path / "eva.pt", weights_only=True)
-    assert len(state) == 2 * len(TARGETS)
+    saved = torch.load(tmp_path / "eva.pt", weights_only=True)
+    assert len(saved["state"]) == 2 * len(TARGETS)
+    assert saved["stage_s"] > 0 and ctx.timings["init_s"] == saved["stage_s"]  # counted in the cell's train time
     for name, layer in dash.lora_layers(model):
         A = layer.lora_A["default"].weight
         torch.testing.assert_close(A @ A.T, torch.eye(4), rtol=1e-4, atol=1e-4)  # orthonormal input directions

@@ -15,6 +15,7 @@ rule aggregate:
         ),
         csv=f"{GRID}/leaderboard.csv",
         json=f"{GRID}/leaderboard.json",
+        paired=f"{GRID}/paired.csv",
     params:
         config=result_config(config),
         code=code_hash("lora_tsd.aggregate"),

@@ -27,6 +27,7 @@ if adapter:
                 "rank": int(w.rank), "seed": int(w.seed)}
     train = contract.check_run(Path(adapter).parent, expected, snakemake.params.producer)
     run_info = {"method": w.method, "rank": int(w.rank), "seed": int(w.seed), "adapter": adapter,
+                "adapter_bytes": sum(f.stat().st_size for f in Path(adapter).rglob("*") if f.is_file()),
                 "train": {k: v for k, v in train.items() if k not in ("losses", "packages")}}
 evaluation.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
                Path(snakemake.input.data) / "test.jsonl", adapter, eval_cfg,

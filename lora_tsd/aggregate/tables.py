@@ -1,5 +1,7 @@
 """Results tables: one table per family and protocol, a row per method (and the untuned base
-model), a column per task and metric, mean ± std over seeds. Only finished evaluation records
+model), a column per task and metric: mean ± std over seeds, the 95% CI over items and seeds,
+and a mark where the paired comparison with LoRA on the same items excludes 0; then each
+family's cost table and the paired comparisons in full. Only finished evaluation records
 are read (they are written atomically after training and scoring both succeeded)."""
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import atomic, reproduction
-from .evaluation import METRIC_ORDER, PROTOCOLS
-from .tasks import FAMILIES
+from .. import atomic, reproduction
+from . import items as item_scores
+from . import uncertainty
+from ..evaluation import METRIC_ORDER, PROTOCOLS
+from ..tasks import FAMILIES
 
 ROW = ["family", "protocol", "model", "method", "rank"]
 DIVERGED = "diverged"  # the metric of a diverged cell's marker rows (value NaN)
@@ -30,6 +34,8 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
                 "steps": train.get("steps", 0), "final_loss": train.get("final_loss"),
                 "train_time_s": train.get("train_time_s"), "commit": train.get("git_commit"),
                 "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb")),
+                "tokens_per_s": train.get("tokens_per_s"), "base_params": train.get("base_params"),
+                "adapter_bytes": rec.get("adapter_bytes"),
                 "loss_flag": train.get("loss_flag"),
                 "diverged_step": (rec.get("diverged") or {}).get("step")}
         if rec.get("diverged"):  # a result, not a score: one marker row per protocol of the family
@@ -94,20 +100,26 @@ def with_averages(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([df, avg], ignore_index=True)
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds (std with ddof=1; blank for a single seed) per row and column."""
+def summarise(df: pd.DataFrame, items: dict | None = None) -> pd.DataFrame:
+    """Mean ± std (ddof=1; blank for a single seed) and median over seeds per row and column,
+    the costs, and (given per-item scores) the 95% CI over items and seeds."""
     full = with_averages(df)
     full = full[full.metric != DIVERGED]
     keys = ROW + ["task", "metric"]
     g = full.assign(rank=full["rank"].astype("string").fillna("-")).groupby(keys, sort=False)
-    out = g.agg(seeds=("value", "count"), mean=("value", "mean"), std=("value", "std")).reset_index()
+    out = g.agg(seeds=("value", "count"), mean=("value", "mean"), std=("value", "std"),
+                median=("value", "median")).reset_index()
     wanted = expected_seeds(df)
     out["expected_seeds"] = [1 if m == "base" else int(wanted.get((f, p, mo), 1))
                              for f, p, mo, m in zip(out.family, out.protocol, out.model, out.method)]
     costs = df.assign(rank=df["rank"].astype("string").fillna("-")).groupby(ROW, sort=False).agg(
-        trainable_params=("trainable_params", "first"), train_time_s=("train_time_s", "mean"),
-        peak_mem_mb=("peak_mem_mb", "max")).reset_index()
-    return out.merge(costs, on=ROW, how="left")
+        trainable_params=("trainable_params", "first"), base_params=("base_params", "first"),
+        train_time_s=("train_time_s", "mean"), peak_mem_mb=("peak_mem_mb", "max"),
+        tokens_per_s=("tokens_per_s", "mean"), adapter_bytes=("adapter_bytes", "mean")).reset_index()
+    out = out.merge(costs, on=ROW, how="left")
+    if items:
+        out = uncertainty.intervals(out, items)
+    return out
 
 
 def _pm(mean, std) -> str:
@@ -120,27 +132,81 @@ def _fmt(value, decimals: int) -> str:
     return f"{value:.{decimals}f}" if isinstance(value, float) else str(value)
 
 
-def _cell(mean, std, seeds, expected) -> str:
-    """mean ± std, saying so when fewer seeds than the grid's stand behind it."""
-    text = _pm(mean, std)
-    return text if seeds >= expected else f"{text} ({seeds} of {expected} seeds)"
+def _cell(r, mark: str = "") -> str:
+    """mean ± std [95% CI], the median for GLUE (its convention), a paired-comparison mark,
+    and a note when fewer seeds than the grid's stand behind it."""
+    text = _pm(r["mean"], r["std"])
+    if r["family"] == "glue" and r["seeds"] > 1:
+        text += f" (median {r['median']:.2f})"
+    if pd.notna(r.get("ci_low", float("nan"))):
+        text += f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+    text += mark
+    return text if r["seeds"] >= r["expected_seeds"] else f"{text} ({r['seeds']} of {r['expected_seeds']} seeds)"
 
 
-def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataFrame | None = None) -> pd.DataFrame:
+UP, DOWN = " ▲", " ▼"  # the paired difference with LoRA has a 95% CI above / below 0
+
+
+def marks(compared: pd.DataFrame | None) -> dict[tuple, str]:
+    """(model, method, rank, task, metric) -> ▲/▼ where the comparison with LoRA is significant."""
+    if compared is None or compared.empty:
+        return {}
+    sig = compared[compared.significant]
+    return {(r.model, r.method, r.rank, r.task, r.metric): UP if r.diff > 0 else DOWN for r in sig.itertuples()}
+
+
+def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataFrame | None = None,
+                 compared: pd.DataFrame | None = None) -> pd.DataFrame:
     part = summary[(summary.family == family) & (summary.protocol == protocol)]
+    mark = marks(compared)
     part = part.assign(column=part["task"] + " " + part["metric"],
-                       cell=[_cell(*v) for v in zip(part["mean"], part["std"], part["seeds"], part["expected_seeds"])])
+                       cell=[_cell(r, mark.get((r["model"], r["method"], r["rank"], r["task"], r["metric"]), ""))
+                             for r in part.to_dict("records")])
     rows = ["model", "method", "rank"]
     table = part.pivot_table(index=rows, columns="column", values="cell", aggfunc="first", sort=False)
     columns = list(dict.fromkeys(c for c in part["column"] if not c.startswith("avg "))) + \
         [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
-    meta = part.groupby(rows, sort=False).agg(seeds=("seeds", "max"), trainable_params=("trainable_params", "first"),
-                                              train_time_s=("train_time_s", "first"))
+    meta = part.groupby(rows, sort=False).agg(seeds=("seeds", "max"))
     # A row without any record of a task (or, for the average, of a task in some seed) says so.
     table = table[columns].fillna(MISSING).join(meta).reset_index()
-    table["train_time_s"] = [_fmt(v, 1) for v in table["train_time_s"]]
-    table = table[rows + ["seeds"] + columns + ["trainable_params", "train_time_s"]]
+    table = table[rows + ["seeds"] + columns]
     return mark_faults(table, df[(df.family == family) & (df.protocol == protocol)] if df is not None else None)
+
+
+def cost_table(summary: pd.DataFrame, family: str) -> pd.DataFrame:
+    """What each trained row cost: parameters (and % of the base model), peak memory, train
+    time with any init stage, throughput and adapter size; means over seeds and train sets."""
+    part = summary[(summary.family == family) & (summary.method != "base")].drop_duplicates(
+        ["model", "method", "rank"])
+    pct = 100 * part["trainable_params"] / part["base_params"]
+    return pd.DataFrame({
+        "model": part["model"], "method": part["method"], "rank": part["rank"],
+        "trainable params": [_fmt(int(v), 0) if pd.notna(v) else "-" for v in part["trainable_params"]],
+        "% of base": [f"{v:.3f}" if pd.notna(v) else "-" for v in pct],
+        "peak memory (MB)": [_fmt(float(v), 0) for v in part["peak_mem_mb"]],
+        "train time (s)": [_fmt(float(v), 1) for v in part["train_time_s"]],
+        "tokens/s": [_fmt(float(v), 0) for v in part["tokens_per_s"]],
+        "adapter (MB)": [_fmt(float(v) / 2**20, 2) if pd.notna(v) else "-" for v in part["adapter_bytes"]],
+    })
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def comparison_table(compared: pd.DataFrame, family: str, protocol: str) -> pd.DataFrame:
+    """Method - LoRA in points per task and metric: diff [95% CI] p, marked when the CI excludes 0."""
+    part = compared[(compared.family == family) & (compared.protocol == protocol)]
+    if part.empty:
+        return pd.DataFrame()
+    part = part.assign(column=part["task"] + " " + part["metric"], cell=[
+        f"{r.diff:+.2f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}] {_p(r.p)}" + ((UP if r.diff > 0 else DOWN) if r.significant else "")
+        for r in part.itertuples()])
+    table = part.pivot_table(index=["model", "method", "rank"], columns="column", values="cell", aggfunc="first",
+                             sort=False)
+    columns = list(dict.fromkeys(c for c in part["column"] if not c.startswith("avg "))) + \
+        [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
+    return table[columns].fillna("-").reset_index()
 
 
 def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
@@ -171,21 +237,26 @@ def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
     return table
 
 
-def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
+def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> str:
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
+    compared = compared if compared is not None else pd.DataFrame(columns=uncertainty.KEY + ["significant"])
     lines = [
         "# Leaderboard", "",
-        f"- Models: {', '.join(sorted(df['model'].unique()))}. Seeds: {seeds}; cells show mean ± std over seeds, "
-        "scores in %. 'base' is the untuned model on the same held-out rows (an encoder's base has a fresh "
-        "seed-0 head: chance level).",
+        f"- Models: {', '.join(sorted(df['model'].unique()))}. Seeds: {seeds}; cells show mean ± std over seeds "
+        "(GLUE: and the median, its convention) and [the 95% CI]: a bootstrap that draws seeds, then test items "
+        "within each seed, so it covers both. Scores in %. 'base' is the untuned model on the same held-out rows "
+        "(an encoder's base has a fresh seed-0 head: chance level).",
+        f"- ▲/▼: the paired comparison with LoRA at the same model and rank, on the same test items and seeds, "
+        f"has a 95% CI above/below 0 (the tables 'Paired with LoRA' give the difference, its CI and a "
+        f"sign-flip permutation p-value, {uncertainty.stats.N_PERM} permutations; no correction for multiple comparisons).",
         f"- Data: {stamp['data']}",
         f"- Tables written at commit `{stamp['commit']}` from config `{stamp['config_hash']}` "
         f"(the full config is in leaderboard.json); cells trained at commit(s) "
-        f"{', '.join(f'`{c}`' for c in stamp.get('cell_commits', [])) or 'n/a'}.",
-        "- With one test split per task, differences smaller than a few standard errors "
-        "(`stderr` in leaderboard.csv) are noise.", "",
+        f"{', '.join(f'`{c}`' for c in stamp.get('cell_commits', [])) or 'n/a'}.", "",
     ]
     for family in FAMILIES:
+        if df[df.family == family].empty:
+            continue
         for protocol in FAMILIES[family].protocols:
             part = df[(df.family == family) & (df.protocol == protocol)]
             if part.empty:
@@ -194,23 +265,37 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict) -> str:
             lines += [f"## {family} — {protocol}", "",
                       f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
                       f"Test rows: {n_test}.", "",
-                      family_table(summary, family, protocol, df).to_markdown(index=False, disable_numparse=True), ""]
+                      family_table(summary, family, protocol, df, compared).to_markdown(index=False, disable_numparse=True), ""]
             flagged = part[part.loss_flag.notna()].drop_duplicates(["model", "method", "rank", "seed"])
             if not flagged.empty:
                 lines += ["† The training loss did not learn: " + "; ".join(
                     f"{r.method} r{r.rank} seed {r.seed}: {FLAGS[r.loss_flag]}" for r in flagged.itertuples()) + ".", ""]
+            paired = comparison_table(compared, family, protocol)
+            if not paired.empty:
+                lines += [f"### Paired with LoRA — {family}, {protocol}", "",
+                          "Method − LoRA in points: mean difference over seeds [95% CI] and the permutation p-value.", "",
+                          paired.to_markdown(index=False, disable_numparse=True), ""]
+        lines += [f"### Cost — {family}", "",
+                  "Means over seeds and train sets. Train time includes any init stage (LoRA-Init's warm-up, "
+                  "EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS on CPU.", "",
+                  cost_table(summary, family).to_markdown(index=False, disable_numparse=True), ""]
     lines += reproduction.to_markdown(reproduction.table(summary))
     return "\n".join(lines)
 
 
 def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str | Path,
-          out_csv: str | Path, out_json: str | Path) -> pd.DataFrame:
+          out_csv: str | Path, out_json: str | Path, out_paired: str | Path | None = None) -> pd.DataFrame:
     df = load_records(eval_files)
     stamp = {**stamp, "cell_commits": sorted(c for c in df["commit"].dropna().unique())}
-    summary = summarise(df)
+    scores = item_scores.load(eval_files)
+    summary = summarise(df, scores)
+    compared = uncertainty.comparisons(summary, scores)
     atomic.write_text(out_csv, df.to_csv(index=False))
+    if out_paired:
+        atomic.write_text(out_paired, compared.to_csv(index=False))
     atomic.write_json(out_json, {"stamp": stamp, "config": config, "protocols": PROTOCOLS,
                                  "summary": json.loads(summary.to_json(orient="records")),
+                                 "comparisons": json.loads(compared.to_json(orient="records")),
                                  "reproduction": json.loads(reproduction.table(summary).to_json(orient="records"))})
-    atomic.write_text(out_md, to_markdown(df, summary, stamp))
+    atomic.write_text(out_md, to_markdown(df, summary, stamp, compared))
     return df
