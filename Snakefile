@@ -59,4 +59,5 @@ rule all:
     input:
         f"{GRID}/leaderboard.md",
         f"{GRID}/leaderboard.csv",
+        expand(f"{GRID}/plots/{{family}}/{{name}}.png", family=GRID_FAMILIES, name=PLOTS),
     default_target: True

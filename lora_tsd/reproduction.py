@@ -1,7 +1,7 @@
 """The paper's numbers beside ours. `reference/commonsense.csv` holds the published commonsense
 table (model hub id, method, rank, task, protocol, metric, value in %, source); where a grid's
 cells match reference cells, the leaderboard adds a table: paper, ours (mean ± std over seeds),
-gap, and whether the paper's value lies within our seed spread (mean ± 2 std)."""
+gap, and whether the paper's value lies within our seed spread (mean ± 2 std) and within our 95% CI."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,17 +27,21 @@ def within_spread(gap: float, std: float, seeds: int) -> str:
 def table(summary: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows where our summary (aggregate.summarise) has a reference cell; empty when none."""
     reference = load_reference() if reference is None else reference
-    ours = summary.assign(rank=summary["rank"].astype(str))[KEYS + ["seeds", "mean", "std"]]
+    summary = summary if "ci_low" in summary else summary.assign(ci_low=float("nan"), ci_high=float("nan"))
+    ours = summary.assign(rank=summary["rank"].astype(str))[KEYS + ["seeds", "mean", "std", "ci_low", "ci_high"]]
     both = reference.merge(ours, on=KEYS, how="inner")
     if both.empty:
         return both
     both["gap"] = both["mean"] - both["paper"]
     both["within_seed_spread"] = [within_spread(g, s, n) for g, s, n in zip(both["gap"], both["std"], both["seeds"])]
+    both["within_ci"] = ["n/a" if pd.isna(lo) else ("yes" if lo <= p <= hi else "no")
+                         for p, lo, hi in zip(both["paper"], both["ci_low"], both["ci_high"])]
     return both[["model_label", "model", "method", "rank", "task", "protocol", "metric", "paper", "mean", "std",
-                 "seeds", "gap", "within_seed_spread", "source"]].reset_index(drop=True)
+                 "ci_low", "ci_high", "seeds", "gap", "within_seed_spread", "within_ci", "source"]].reset_index(drop=True)
 
 
-def to_markdown(rows: pd.DataFrame) -> list[str]:
+def blocks(rows: pd.DataFrame) -> list[tuple[str, object]]:
+    """The reproduction section as (kind, content) blocks (aggregate.tables renders them)."""
     if rows.empty:
         return []
     shown = pd.DataFrame({
@@ -45,9 +49,9 @@ def to_markdown(rows: pd.DataFrame) -> list[str]:
         "paper": rows["paper"].map("{:.1f}".format),
         "ours": [f"{m:.2f}" if pd.isna(s) else f"{m:.2f} ± {s:.2f}" for m, s in zip(rows["mean"], rows["std"])],
         "seeds": rows["seeds"], "gap": rows["gap"].map("{:+.2f}".format),
-        "within seed spread": rows["within_seed_spread"]})
+        "within seed spread": rows["within_seed_spread"], "within our 95% CI": rows["within_ci"]})
     sources = "; ".join(sorted(rows["source"].unique()))
-    return ["## Reproduction: the paper's numbers beside ours", "",
-            f"Commonsense, generative protocol, accuracy in %. Gap = ours - paper; 'within seed spread' when "
-            f"|gap| <= 2 std over our seeds. Sources: {sources}.", "",
-            shown.to_markdown(index=False, disable_numparse=True), ""]
+    return [("h2", "Reproduction: the paper's numbers beside ours"),
+            ("p", f"Commonsense, generative protocol, accuracy in %. Gap = ours - paper; 'within seed spread' when "
+             f"|gap| <= 2 std over our seeds; 'within our 95% CI' when the paper's value lies in the cell's CI. Sources: {sources}."),
+            ("table", shown)]

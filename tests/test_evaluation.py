@@ -42,6 +42,11 @@ def test_lm_eval_accuracy_equals_a_direct_log_likelihood_argmax(tokenizer, examp
     assert res["n_test"] == len(examples)
     assert res["metrics"]["acc"] == pytest.approx(sum(expected) / len(expected))
     assert 0 <= res["metrics"]["acc_norm"] <= 1
+    # Per-item scores (what the CIs and paired tests resample): each row's own correctness, in doc order.
+    items = res["items"]
+    assert items["doc_id"] == list(range(len(examples))) and items["acc"] == expected
+    assert sum(items["acc_norm"]) / len(examples) == pytest.approx(res["metrics"]["acc_norm"])
+    assert len(set(items["doc_hash"])) == len(examples)
 
 
 def test_limit_scores_only_the_first_examples(tokenizer, examples, tmp_path):
@@ -87,6 +92,7 @@ def test_generative_protocol_scores_the_first_answer_word(tmp_path):
     # first answer words: answer1 (right), answer2 (right), none, answer1 (wrong), none, answer2 (right)
     assert res["generative"]["metrics"]["acc"] == pytest.approx(3 / 6)
     assert res["generative"]["n_test"] == 6
+    assert res["generative"]["items"]["acc"] == [1, 1, 0, 0, 0, 1]  # exact_match renamed like the metric
 
 
 @pytest.mark.parametrize("num_beams", [1, 2])

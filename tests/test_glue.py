@@ -104,6 +104,12 @@ def test_glue_scoring_matches_direct_predictions(bert_dir, tmp_path):
     f1 = 2 * tp / (sum(preds) + sum(gold)) if tp else 0.0
     assert res["n_test"] == 20
     assert res["metrics"]["accuracy"] == pytest.approx(acc) and res["metrics"]["f1"] == pytest.approx(f1)
+    assert res["items"]["prediction"] == preds and res["items"]["label"] == gold
+    # The tables' per-item statistics give evaluate's numbers back on the full set.
+    from lora_tsd.aggregate import items, stats
+
+    for metric, scored in items._protocol_items("glue", res).items():
+        assert stats.statistic(scored.kind, scored.a, scored.b)[0] == pytest.approx(100 * res["metrics"][metric])
 
 
 def test_mnli_scores_matched_and_mismatched_separately(bert_dir, tmp_path):

@@ -17,6 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import ScaledTranslation
 
 from .. import atomic
 
@@ -33,6 +35,7 @@ ORDER = list(COLOURS)
 SPARE = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#6b6ecf", "#b5cf6b", "#e7ba52"]
 RANK_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 MARKS = (("init", "s", "#2ca02c"), ("switch", "v", "k"), ("end", "o", "#d62728"))  # selection markers
+LOSS_STYLES = ["-", "--", "-.", (0, (6, 2, 1, 2, 1, 2))]  # ":" marks the switch
 RANK_HATCHES = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
 
 
@@ -116,7 +119,7 @@ def selected_at_end(rates_end, s: int) -> np.ndarray:
 
 def overlap(a, b) -> float:
     """|A ∩ B| / s for two selected sets of (normally) equal size s."""
-    a, b = (set(np.asarray(list(x) if isinstance(x, (set, frozenset)) else x).ravel().tolist()) for x in (a, b))
+    a, b = (set(np.asarray(list(x)).ravel().tolist()) for x in (a, b))
     size = max(len(a), len(b))
     return len(a & b) / size if size else float("nan")
 
@@ -190,11 +193,11 @@ def overlap_table(train_records: list[dict]) -> pd.DataFrame:
             cells[key][int(record["seed"])] = (record, arrays)
     rows = []
 
-    def add(key, comparison, pairs):
-        pairs = [(a, b, n) for a, b, n in pairs if a is not None and b is not None]
+    def add(key, kind, comparison, pairs):
         if pairs:
             rows.append({"model": key[0], "train_set": key[1], "method": key[2], "rank": key[3],
-                         "comparison": comparison, "overlap": float(np.mean([overlap(a, b) for a, b, _ in pairs])),
+                         "kind": kind, "comparison": comparison,
+                         "overlap": float(np.mean([overlap(a, b) for a, b, _ in pairs])),
                          "chance": float(np.mean([len(a) / n for a, _, n in pairs])), "modules": len(pairs)})
 
     def sets(arrays, phase, s_end):
@@ -214,17 +217,17 @@ def overlap_table(train_records: list[dict]) -> pd.DataFrame:
             for a, b in combinations(seeds, 2):
                 sa = sets(runs[a][1], phase, end_size(*runs[a]))
                 sb = sets(runs[b][1], phase, end_size(*runs[b]))
-                add(key, f"seeds s{a}–s{b} at {phase}",
+                add(key, f"seeds at {phase}", f"seeds s{a}–s{b} at {phase}",
                     [(sa[m][0], sb[m][0], sa[m][1]) for m in sa if m in sb])
         for seed in seeds:
             arrays = runs[seed][1]
             for phase in phases[:-1]:
                 chosen = sets(arrays, phase, 0)
                 # The end's set the same size as the phase's, module by module.
-                add(key, f"{phase} vs end, seed {seed}",
+                add(key, f"{phase} vs end", f"{phase} vs end, seed {seed}",
                     [(idx, selected_at_end(arrays[m]["rates_end"], len(idx)), n)
                      for m, (idx, n) in chosen.items() if "rates_end" in arrays[m]])
-    return pd.DataFrame(rows, columns=["model", "train_set", "method", "rank", "comparison", "overlap",
+    return pd.DataFrame(rows, columns=["model", "train_set", "method", "rank", "kind", "comparison", "overlap",
                                        "chance", "modules"])
 
 
@@ -284,13 +287,40 @@ def method_handles(methods) -> list:
     return [Patch(facecolor=colour(m), label=m) for m in method_order(methods)]
 
 
+def rank_marker(rank, ranks) -> str:
+    return RANK_MARKERS[list(ranks).index(rank) % len(RANK_MARKERS)]
+
+
+def rank_hatch(rank, ranks) -> str:
+    return RANK_HATCHES[list(ranks).index(rank) % len(RANK_HATCHES)]
+
+
 def rank_handles(ranks, markers: bool = True) -> list:
+    """Legend entries for the ranks (markers or hatches); '-' (base, full) has no entry."""
     ranks = sorted(set(ranks), key=rank_key)
     if markers:
-        return [Line2D([], [], marker=RANK_MARKERS[i % 8], color="k", ls="", label=f"rank {r}")
-                for i, r in enumerate(ranks)]
-    return [Patch(facecolor="white", edgecolor="k", hatch=RANK_HATCHES[i % 8], label=f"rank {r}")
-            for i, r in enumerate(ranks)]
+        return [Line2D([], [], marker=rank_marker(r, ranks), color="k", ls="", label=f"rank {r}")
+                for r in ranks if r != "-"]
+    return [Patch(facecolor="white", edgecolor="k", hatch=rank_hatch(r, ranks), label=f"rank {r}")
+            for r in ranks if r != "-"]
+
+
+def log_ticks(axis, label, decades: float) -> None:
+    """Labelled log ticks, denser when the data spans less than a few decades, so a narrow
+    range (ranks 8 and 16: a factor 2) still gets several."""
+    subs = np.arange(1.0, 10.0) if decades < 0.5 else (1.0, 2.0, 3.0, 5.0, 7.0) if decades < 2 \
+        else (1.0, 2.0, 5.0) if decades < 4 else (1.0,)
+    axis.set_major_locator(LogLocator(subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def count_label(n: float) -> str:
+    """1200 -> 1.2k, 4e6 -> 4M: parameter counts at a glance."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
 
 
 def panel_title(family, protocol, model, task=None) -> str:
@@ -301,6 +331,11 @@ def panel_title(family, protocol, model, task=None) -> str:
 def panels(h: pd.DataFrame) -> list[tuple]:
     """(family, protocol, model, task) keys of the headline's panels, in table order."""
     return list(dict.fromkeys(zip(h["family"], h["protocol"], h["model"], h["task"])))
+
+
+def trained_panels(h: pd.DataFrame) -> list[tuple]:
+    """The panels with at least one trained method (a base-only panel has nothing to compare)."""
+    return [] if h.empty else [k for k in panels(h) if (rows_of(h, k)["method"] != "base").any()]
 
 
 def rows_of(h: pd.DataFrame, key: tuple) -> pd.DataFrame:
@@ -325,23 +360,28 @@ def base_handle() -> Line2D:
 def pareto_figure(summary: pd.DataFrame) -> Figure:
     """Headline score against trainable parameters, the Pareto front as a step line."""
     h = headline(summary)
-    h = h[(h["method"] == "base") | (h["trainable_params"].fillna(0) > 0)]
-    keys = [k for k in panels(h) if (rows_of(h, k)["method"] != "base").any()]
+    if not h.empty:  # a method without a parameter count has no place on a log axis
+        h = h[(h["method"] == "base") | (h["trainable_params"].fillna(0) > 0)]
+    keys = trained_panels(h)
     if not keys:
         return placeholder("Score against trainable parameters", "no trained cell with a score in this grid")
     fig, axes = grid(len(keys))
-    ranks, kinds, based = set(), set(), False
+    kinds, based = set(), False
+    all_ranks = sorted(h.loc[h["method"] != "base", "rank"].unique(), key=rank_key)
     for ax, key in zip(axes, keys):
         rows = rows_of(h, key)
         trained = rows[rows["method"] != "base"]
         bars, kind = error_bars(trained)
         kinds.add(kind)
-        rank_list = sorted(trained["rank"].unique(), key=rank_key)
+        order = method_order(trained["method"])
         for i, r in enumerate(trained.itertuples()):
-            ranks.add(r.rank)
-            marker = RANK_MARKERS[rank_list.index(r.rank) % 8]
-            bar = ax.errorbar([r.trainable_params], [r.mean], yerr=bars[:, i:i + 1], fmt=marker, ms=7,
-                              color=colour(r.method), ecolor=colour(r.method), elinewidth=1, capsize=3)
+            # Methods of one rank share a parameter count: each is nudged sideways by a few
+            # points on screen (the plotted data stays exact) so none hides another.
+            nudge = ScaledTranslation(4.5 * (order.index(r.method) - (len(order) - 1) / 2) / 72, 0,
+                                      fig.dpi_scale_trans)
+            bar = ax.errorbar([r.trainable_params], [r.mean], yerr=bars[:, i:i + 1], fmt=rank_marker(r.rank, all_ranks),
+                              ms=6, color=colour(r.method), ecolor=colour(r.method), elinewidth=1, capsize=2,
+                              transform=ax.transData + nudge)
             bar.lines[0].set_gid(f"{r.method} r{r.rank}")  # tests (and readers) find a point by name
         params, scores = trained["trainable_params"].to_numpy(float), trained["mean"].to_numpy(float)
         front = pareto_front(params, scores)
@@ -349,9 +389,15 @@ def pareto_figure(summary: pd.DataFrame) -> Figure:
         xs = np.append(params[front], params.max())
         ys = np.append(scores[front], scores[front][-1])
         ax.step(xs, ys, where="post", color="k", lw=1, alpha=0.6, zorder=0, gid="pareto front")
+        # Autoscaling skips the nudged error bars: their extent is added by hand.
+        ax.update_datalim(np.column_stack([np.r_[params, params], np.r_[scores - bars[0], scores + bars[1]]]))
+        ax.autoscale_view()
         based |= draw_base(ax, rows)
         ax.set_xscale("log")
-        ax.set_xlabel("trainable parameters (count, log scale)")
+        span = np.log10(params.max() / params.min())
+        log_ticks(ax.xaxis, count_label, span)
+        ax.margins(x=0.12)  # room for the nudged markers
+        ax.set_xlabel("trainable parameters (log scale)")
         ax.set_ylabel(f"{rows['metric'].iloc[0]} (%)")
         ax.set_title(panel_title(*key), fontsize=10)
         ax.grid(alpha=0.3, which="both")
@@ -359,8 +405,9 @@ def pareto_figure(summary: pd.DataFrame) -> Figure:
         if not base_params.empty and base_params.iloc[0] > 0:
             total = float(base_params.iloc[0])
             top = ax.secondary_xaxis("top", functions=(lambda x, t=total: 100 * x / t, lambda p, t=total: p * t / 100))
-            top.set_xlabel("% of the base model's parameters", fontsize=9)
-    handles = method_handles(h.loc[h["method"] != "base", "method"]) + rank_handles(ranks) + \
+            log_ticks(top.xaxis, lambda v: f"{v:.3g}%", span)
+            top.set_xlabel(f"% of the base model's {count_label(total)} parameters", fontsize=9)
+    handles = method_handles(h.loc[h["method"] != "base", "method"]) + rank_handles(all_ranks) + \
         [Line2D([], [], color="k", alpha=0.6, label="Pareto front")] + ([base_handle()] if based else [])
     legend_below(fig, handles)
     fig.suptitle(f"Headline score against trainable parameters (error bars: {' / '.join(sorted(kinds))})",
@@ -371,7 +418,7 @@ def pareto_figure(summary: pd.DataFrame) -> Figure:
 def rank_figure(summary: pd.DataFrame) -> Figure:
     """Headline score against the adapter rank, a line per method."""
     h = headline(summary)
-    keys = [k for k in panels(h) if (rows_of(h, k)["method"] != "base").any()]
+    keys = trained_panels(h)
     if not keys:
         return placeholder("Score against rank", "no trained cell with a score in this grid")
     fig, axes = grid(len(keys))
@@ -423,73 +470,94 @@ def bars_figure(summary: pd.DataFrame) -> Figure:
         return placeholder("Scores per task", "no score in this grid")
     widest = max(rows["task"].nunique() * len(rows.groupby(["method", "rank"])) for _, rows in groups)
     fig, axes = grid(len(groups), panel=(min(22.0, max(7.0, 0.22 * widest + 2.5)), 3.8), ncols=1)
-    kinds, ranks, methods = set(), set(), set()
+    kinds, methods = set(), set()
+    all_ranks = sorted(summary["rank"].unique(), key=rank_key)
     for ax, ((family, protocol, model), rows) in zip(axes, groups):
-        tasks = [t for t in dict.fromkeys(rows["task"]) if t != "avg"] + (["avg"] if (rows["task"] == "avg").any() else [])
+        tasks = [t for t in dict.fromkeys(rows["task"]) if t != "avg"]
+        tasks += ["avg"] if (rows["task"] == "avg").any() else []  # the average last, as in the tables
         combos = sorted(dict.fromkeys(zip(rows["method"], rows["rank"])),
                         key=lambda mr: (method_order(rows["method"]).index(mr[0]), rank_key(mr[1])))
-        rank_list = sorted(rows["rank"].unique(), key=rank_key)
         width = 0.8 / len(combos)
         for j, (method, rank) in enumerate(combos):
             part = rows[(rows["method"] == method) & (rows["rank"] == rank)].set_index("task")
             part = part.reindex([t for t in tasks if t in part.index])
             bars, kind = error_bars(part)
             kinds.add(kind)
-            ranks.add(rank)
             methods.add(method)
             x = np.array([tasks.index(t) for t in part.index]) - 0.4 + width * (j + 0.5)
             ax.bar(x, part["mean"], width, yerr=bars, color=colour(method), edgecolor="k", linewidth=0.4,
-                   hatch=RANK_HATCHES[rank_list.index(rank) % 8], capsize=2, error_kw={"elinewidth": 0.8},
+                   hatch=rank_hatch(rank, all_ranks), capsize=2, error_kw={"elinewidth": 0.8},
                    label=f"{method} r{rank}")
         ax.set_xticks(range(len(tasks)), tasks)
-        low = (rows["mean"] - rows["std"].fillna(0)).min()
+        low = (rows["mean"] - error_bars(rows)[0][0]).min()
         ax.set_ylim(max(0.0, 5 * np.floor(low / 5) - 5), None)  # differences of a few points stay visible
         ax.set_ylabel(f"{rows['metric'].iloc[0]} (%)")
         ax.set_title(f"{model} — {family} / {protocol}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    legend_below(fig, method_handles(methods) + rank_handles(ranks, markers=False))
+    legend_below(fig, method_handles(methods) + rank_handles(all_ranks, markers=False))
     fig.suptitle(f"Scores per task (error bars: {' / '.join(sorted(kinds))}; y axis does not start at 0)",
                  fontsize=12)
     return fig
 
 
+def seed_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds per step; a seed that stopped early (diverged) counts
+    only for the steps it ran."""
+    stacked = np.full((len(curves), max(map(len, curves))), np.nan)
+    for i, c in enumerate(curves):
+        stacked[i, :len(c)] = c
+    return np.nanmean(stacked, axis=0), np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0)
+
+
 def loss_figure(train_records: list[dict]) -> Figure:
-    """Training loss per step, a panel per (model, train_set), a thin line per seed."""
+    """Training loss per step, a panel per (model, train_set): per (method, rank) the mean over
+    seeds of a moving average, with the seeds' min-max as a band."""
     records = [r for r in train_records if r.get("losses")]
     if not records:
         return placeholder("Training loss", "no training record with losses in this grid")
     keys = list(dict.fromkeys((r["model"], r["train_set"]) for r in records))
     fig, axes = grid(len(keys), panel=(6.0, 3.8), ncols=2)
-    ranks, methods, switched = set(), set(), False
+    all_ranks = sorted({int(r["rank"]) for r in records})
+    methods, switched, seeds = set(), False, set()
     for ax, key in zip(axes, keys):
         cell = [r for r in records if (r["model"], r["train_set"]) == key]
-        rank_list = sorted({int(r["rank"]) for r in cell})
-        longest = max(len(r["losses"]) for r in cell)
-        window = max(1, longest // 50)
-        for r in sorted(cell, key=lambda r: (method_order([x["method"] for x in cell]).index(r["method"]),
-                                              int(r["rank"]), int(r["seed"]))):
-            loss = smooth(r["losses"], window)
-            steps = np.arange(len(r["losses"]) - len(loss) + 1, len(r["losses"]) + 1)
-            style = ["-", "--", "-.", ":"][rank_list.index(int(r["rank"])) % 4]
-            ax.plot(steps, loss, color=colour(r["method"]), ls=style, lw=0.9, alpha=0.8,
-                    gid=f"{r['method']} r{r['rank']} s{r['seed']}")
-            ranks.add(int(r["rank"]))
-            methods.add(r["method"])
-            t = switch_step(r)
-            if t is not None:
-                ax.axvline(t, color=colour(r["method"]), ls=":", lw=1.2, gid=f"switch {r['method']}")
+        window = max(1, max(len(r["losses"]) for r in cell) // 50)  # ~50 points of smoothing per run
+        order = method_order(r["method"] for r in cell)
+        for method, rank in sorted({(r["method"], int(r["rank"])) for r in cell},
+                                   key=lambda mr: (order.index(mr[0]), mr[1])):
+            runs = [r for r in cell if (r["method"], int(r["rank"])) == (method, rank)]
+            mean, low, high = seed_band([smooth(r["losses"], window) for r in runs])
+            steps = np.arange(len(mean)) + min(window, min(len(r["losses"]) for r in runs))  # a window's last step
+            c = colour(method)
+            ax.fill_between(steps, low, high, color=c, alpha=0.18, lw=0)
+            ax.plot(steps, mean, color=c, ls=LOSS_STYLES[all_ranks.index(rank) % len(LOSS_STYLES)], lw=1.2,
+                    gid=f"{method} r{rank}")
+            methods.add(method)
+            seeds.add(len(runs))
+            for t in sorted({switch_step(r) for r in runs} - {None}):
+                ax.axvline(t, color=c, ls=":", lw=1.2, gid=f"switch {method}")
                 switched = True
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss (nats)" + (f", {window}-step mean" if window > 1 else ""))
         ax.set_title(f"{key[0]} on {key[1]}", fontsize=10)
         ax.grid(alpha=0.3)
-    styles = [Line2D([], [], color="k", ls=["-", "--", "-.", ":"][i % 4], label=f"rank {r}")
-              for i, r in enumerate(sorted(ranks))]
+    styles = [Line2D([], [], color="k", ls=LOSS_STYLES[i % len(LOSS_STYLES)], label=f"rank {r}")
+              for i, r in enumerate(all_ranks)]
     handles = method_handles(methods) + styles + \
         ([Line2D([], [], color="k", ls=":", lw=1.2, label="LoRA-Dash switch")] if switched else [])
     legend_below(fig, handles)
-    fig.suptitle("Training loss (one line per seed)", fontsize=12)
+    n = "/".join(map(str, sorted(seeds)))
+    fig.suptitle(f"Training loss: mean over {n} seed(s), band = min–max over seeds", fontsize=12)
     return fig
+
+
+def missing_analysis(train_records: list[dict], methods: tuple) -> str:
+    """What a TSD figure lacks: the methods, or (when they ran) their analysis files."""
+    names = " / ".join({"lora_dash": "LoRA-Dash", "lora_init": "LoRA-Init", "lora_tsd": "LoRA-TSD"}[m]
+                       for m in methods)
+    if not any(r.get("method") in methods for r in train_records):
+        return f"no {names} cell in this grid"
+    return f"the {names} cells of this grid left no usable tsd_analysis.npz\n(none found in their run folders)"
 
 
 def representative(train_records: list[dict]) -> tuple[dict, Path] | None:
@@ -509,9 +577,7 @@ def profile_figure(train_records: list[dict]) -> Figure:
     with how many layers selected each direction at the switch and at the end."""
     chosen = representative(train_records)
     if chosen is None:
-        return placeholder("Change rate per singular direction",
-                           "no run in this grid left a tsd_analysis.npz with end rates\n"
-                           "(no LoRA-Dash / LoRA-TSD cell in this grid)")
+        return placeholder("Change rate per singular direction", missing_analysis(train_records, DASHING))
     record, path = chosen
     arrays = load_analysis(path)
     s = end_size(record, arrays)
@@ -552,31 +618,54 @@ def profile_figure(train_records: list[dict]) -> Figure:
     return fig
 
 
+KINDS = ["seeds at init", "seeds at switch", "seeds at end", "init vs end", "switch vs end"]
+KIND_COLOURS = ["#a6d854", "#8da0cb", "#66c2a5", "#e5c494", "#fc8d62"]
+
+
 def overlap_figure(train_records: list[dict]) -> Figure:
-    """Overlap of selected direction sets between seeds and between phases, as bars."""
+    """Overlap of the selected direction sets: a panel per (model, train_set), a group of bars
+    per (method, rank), a bar per comparison (its mean over seed pairs or seeds, whiskers
+    min-max), chance level as a black tick."""
     table = overlap_table(train_records)
     if table.empty:
         return placeholder("Overlap of selected directions",
-                           "no LoRA-Dash / LoRA-Init / LoRA-TSD cell with a tsd_analysis.npz in this grid")
-    one_set = table[["model", "train_set"]].drop_duplicates().shape[0] == 1
-    labels = [(f"{r.method} r{r.rank}" if one_set else f"{r.model}/{r.train_set} {r.method} r{r.rank}")
-              + f": {r.comparison}" for r in table.itertuples()]
-    fig = Figure(figsize=(10, 1.2 + 0.32 * len(table)), layout="constrained")
-    ax = fig.subplots()
-    y = np.arange(len(table))[::-1]
-    ax.barh(y, table["overlap"], color=[colour(m) for m in table["method"]], height=0.7)
-    ax.scatter(table["chance"], y, marker="|", s=120, color="k", zorder=3, label="chance (s/n)")
-    for yi, v in zip(y, table["overlap"]):
-        ax.text(v + 0.01, yi, f"{v:.2f}", va="center", fontsize=8)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlim(0, 1.1)
-    ax.set_xlabel("overlap |S_a ∩ S_b| / s (mean over adapted matrices)")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(handles=method_handles(table["method"]) + [Line2D([], [], marker="|", ms=10, color="k", ls="",
-                                                                  label="chance (s/n)")],
-              loc="lower right", fontsize=8)
-    scope = f" — {table['model'].iloc[0]} on {table['train_set'].iloc[0]}" if one_set else ""
-    ax.set_title(f"Overlap of the selected direction sets{scope}", fontsize=11)
+                           missing_analysis(train_records, ("lora_dash", "lora_init", "lora_tsd")))
+    keys = list(dict.fromkeys(zip(table["model"], table["train_set"])))
+    kinds = [k for k in KINDS if k in set(table["kind"])] + sorted(set(table["kind"]) - set(KINDS))
+    widest = max(len(table[(table.model == m) & (table.train_set == t)].groupby(["method", "rank"]))
+                 for m, t in keys)
+    fig, axes = grid(len(keys), panel=(max(5.5, 1.0 + 0.45 * widest * len(kinds)), 3.8), ncols=2)
+    for ax, (model, train_set) in zip(axes, keys):
+        part = table[(table.model == model) & (table.train_set == train_set)]
+        cells = sorted(dict.fromkeys(zip(part["method"], part["rank"])),
+                       key=lambda mr: (method_order(part["method"]).index(mr[0]), mr[1]))
+        width = 0.8 / len(kinds)
+        for j, kind in enumerate(kinds):
+            stats = [part[(part.method == m) & (part["rank"] == r) & (part.kind == kind)] for m, r in cells]
+            x = np.array([i for i, st in enumerate(stats) if not st.empty]) - 0.4 + width * (j + 0.5)
+            stats = [st for st in stats if not st.empty]
+            if not stats:
+                continue
+            mean = np.array([st["overlap"].mean() for st in stats])
+            spread = np.array([[m - st["overlap"].min(), st["overlap"].max() - m] for m, st in zip(mean, stats)]).T
+            ax.bar(x, mean, width, yerr=spread, color=KIND_COLOURS[KINDS.index(kind) % 5] if kind in KINDS
+                   else "#b3b3b3", edgecolor="k", linewidth=0.4, capsize=2, error_kw={"elinewidth": 0.8},
+                   gid=kind)
+            ax.hlines([st["chance"].mean() for st in stats], x - width / 2, x + width / 2, color="k", lw=1.5)
+            for xi, v, top in zip(x, mean, mean + spread[1]):
+                ax.text(xi, top + 0.02, f"{v:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
+        ax.set_xticks(range(len(cells)), [f"{m}\nr{r}" for m, r in cells], fontsize=9)
+        for tick, (m, _) in zip(ax.get_xticklabels(), cells):
+            tick.set_color(colour(m))
+        ax.set_ylim(0, 1.22)
+        ax.set_ylabel("overlap |S_a ∩ S_b| / s")
+        ax.set_title(f"{model} on {train_set}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(facecolor=KIND_COLOURS[KINDS.index(k) % 5] if k in KINDS else "#b3b3b3", edgecolor="k",
+                     label=k) for k in kinds] + [Line2D([], [], color="k", lw=1.5, label="chance (s/n)")]
+    legend_below(fig, handles)
+    fig.suptitle("Overlap of the selected direction sets (mean over adapted matrices; bar = mean over seed "
+                 "pairs or seeds, whiskers min–max)", fontsize=11)
     return fig
 
 

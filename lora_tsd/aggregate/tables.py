@@ -36,6 +36,8 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
                 "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb")),
                 "tokens_per_s": train.get("tokens_per_s"), "base_params": train.get("base_params"),
                 "adapter_bytes": rec.get("adapter_bytes"),
+                "lr": (train.get("train_config") or {}).get("lr"),
+                "batch_size": (train.get("train_config") or {}).get("batch_size"),
                 "loss_flag": train.get("loss_flag"),
                 "diverged_step": (rec.get("diverged") or {}).get("step")}
         if rec.get("diverged"):  # a result, not a score: one marker row per protocol of the family
@@ -190,6 +192,16 @@ def cost_table(summary: pd.DataFrame, family: str) -> pd.DataFrame:
     })
 
 
+def cells_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
+    """One row per trained cell of a family (train set x method x rank x seed)."""
+    cols = ["model", "train_set", "method", "rank", "seed", "steps", "lr", "batch_size", "final_loss", "loss_flag",
+            "diverged_step", "train_time_s", "commit"]
+    part = df[(df.family == family) & (df.method != "base")].drop_duplicates(["model", "train_set", "method", "rank", "seed"])
+    return part[cols].assign(final_loss=part["final_loss"].map(lambda v: _fmt(v, 4)),
+                             train_time_s=part["train_time_s"].map(lambda v: _fmt(v, 1)),
+                             commit=part["commit"].map(lambda c: str(c)[:10])).fillna("-")
+
+
 def _p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
@@ -237,22 +249,25 @@ def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
     return table
 
 
-def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> str:
+def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> list[tuple]:
+    """The leaderboard as (family or None, kind, content) blocks, kind one of h1/h2/h3/p/li/table:
+    rendered as the markdown leaderboard and as each family's page of the HTML report."""
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
     compared = compared if compared is not None else pd.DataFrame(columns=uncertainty.KEY + ["significant"])
-    lines = [
-        "# Leaderboard", "",
-        f"- Models: {', '.join(sorted(df['model'].unique()))}. Seeds: {seeds}; cells show mean ± std over seeds "
-        "(GLUE: and the median, its convention) and [the 95% CI]: a bootstrap that draws seeds, then test items "
-        "within each seed, so it covers both. Scores in %. 'base' is the untuned model on the same held-out rows "
-        "(an encoder's base has a fresh seed-0 head: chance level).",
-        f"- ▲/▼: the paired comparison with LoRA at the same model and rank, on the same test items and seeds, "
-        f"has a 95% CI above/below 0 (the tables 'Paired with LoRA' give the difference, its CI and a "
-        f"sign-flip permutation p-value, {uncertainty.stats.N_PERM} permutations; no correction for multiple comparisons).",
-        f"- Data: {stamp['data']}",
-        f"- Tables written at commit `{stamp['commit']}` from config `{stamp['config_hash']}` "
-        f"(the full config is in leaderboard.json); cells trained at commit(s) "
-        f"{', '.join(f'`{c}`' for c in stamp.get('cell_commits', [])) or 'n/a'}.", "",
+    out = [
+        (None, "h1", "Leaderboard"),
+        (None, "li", f"Models: {', '.join(sorted(df['model'].unique()))}. Seeds: {seeds}; cells show mean ± std over "
+         "seeds (GLUE: and the median, its convention) and [the 95% CI]: a bootstrap that draws seeds, then test "
+         "items within each seed, so it covers both. Scores in %. 'base' is the untuned model on the same held-out "
+         "rows (an encoder's base has a fresh seed-0 head: chance level)."),
+        (None, "li", "▲/▼: the paired comparison with LoRA at the same model and rank, on the same test items and "
+         "seeds, has a 95% CI above/below 0 (the tables 'Paired with LoRA' give the difference, its CI and a "
+         f"sign-flip permutation p-value, {uncertainty.stats.N_PERM} permutations; no correction for multiple "
+         "comparisons)."),
+        (None, "li", f"Data: {stamp['data']}"),
+        (None, "li", f"Tables written at commit `{stamp['commit']}` from config `{stamp['config_hash']}` "
+         f"(the full config is in leaderboard.json); cells trained at commit(s) "
+         f"{', '.join(f'`{c}`' for c in stamp.get('cell_commits', [])) or 'n/a'}."),
     ]
     for family in FAMILIES:
         if df[df.family == family].empty:
@@ -262,29 +277,68 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: 
             if part.empty:
                 continue
             n_test = ", ".join(f"{t} {int(n)}" for t, n in part.groupby("task")["n_test"].max().dropna().items())
-            lines += [f"## {family} — {protocol}", "",
-                      f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
-                      f"Test rows: {n_test}.", "",
-                      family_table(summary, family, protocol, df, compared).to_markdown(index=False, disable_numparse=True), ""]
+            out += [(family, "h2", f"{family} — {protocol}"),
+                    (family, "p", f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
+                     f"Test rows: {n_test}."),
+                    (family, "table", family_table(summary, family, protocol, df, compared))]
             flagged = part[part.loss_flag.notna()].drop_duplicates(["model", "method", "rank", "seed"])
             if not flagged.empty:
-                lines += ["† The training loss did not learn: " + "; ".join(
-                    f"{r.method} r{r.rank} seed {r.seed}: {FLAGS[r.loss_flag]}" for r in flagged.itertuples()) + ".", ""]
+                out.append((family, "p", "† The training loss did not learn: " + "; ".join(
+                    f"{r.method} r{r.rank} seed {r.seed}: {FLAGS[r.loss_flag]}" for r in flagged.itertuples()) + "."))
             paired = comparison_table(compared, family, protocol)
             if not paired.empty:
-                lines += [f"### Paired with LoRA — {family}, {protocol}", "",
-                          "Method − LoRA in points: mean difference over seeds [95% CI] and the permutation p-value.", "",
-                          paired.to_markdown(index=False, disable_numparse=True), ""]
-        lines += [f"### Cost — {family}", "",
-                  "Means over seeds and train sets. Train time includes any init stage (LoRA-Init's warm-up, "
-                  "EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS on CPU.", "",
-                  cost_table(summary, family).to_markdown(index=False, disable_numparse=True), ""]
-    lines += reproduction.to_markdown(reproduction.table(summary))
+                out += [(family, "h3", f"Paired with LoRA — {family}, {protocol}"),
+                        (family, "p", "Method − LoRA in points: mean difference over seeds [95% CI] and the "
+                         "permutation p-value."),
+                        (family, "table", paired)]
+        out += [(family, "h3", f"Cost — {family}"),
+                (family, "p", "Means over seeds and train sets. Train time includes any init stage (LoRA-Init's "
+                 "warm-up, EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS "
+                 "on CPU."),
+                (family, "table", cost_table(summary, family))]
+    return out + [("reproduction", kind, content) for kind, content in reproduction.blocks(reproduction.table(summary))]
+
+
+def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> str:
+    lines = []
+    for _, kind, content in blocks(df, summary, stamp, compared):
+        if kind == "table":
+            lines += [content.to_markdown(index=False, disable_numparse=True), ""]
+        elif kind == "li":
+            lines.append(f"- {content}")
+        else:
+            prefix = {"h1": "# ", "h2": "## ", "h3": "### ", "p": ""}[kind]
+            lines += ([""] if lines and lines[-1].startswith("- ") else []) + [prefix + content, ""]
     return "\n".join(lines)
 
 
+def to_html(all_blocks: list[tuple], family: str, title: str) -> str:
+    """One family's tables (and the shared header) as a standalone HTML page for the report."""
+    import html
+
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if not any(fam == family for fam, _, _ in all_blocks):
+        body.append(f"<p>This grid has no {html.escape(family)} rows.</p>")
+    for fam, kind, content in all_blocks:
+        if fam not in (None, family) or kind == "h1":
+            continue
+        if kind == "table":
+            body.append(content.to_html(index=False, border=1, classes="leaderboard", na_rep="-"))
+        elif kind == "li":
+            body.append(f"<ul><li>{html.escape(content)}</li></ul>")
+        else:
+            body.append(f"<{kind}>{html.escape(content)}</{kind}>")
+    style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
+             " td,th{padding:2px 6px;white-space:nowrap} th{background:#eee}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
 def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str | Path,
-          out_csv: str | Path, out_json: str | Path, out_paired: str | Path | None = None) -> pd.DataFrame:
+          out_csv: str | Path, out_json: str | Path, out_paired: str | Path | None = None,
+          out_pages: dict[str, str | Path] | None = None) -> pd.DataFrame:
+    """The markdown, CSV and JSON leaderboards, the paired comparisons (CSV) and, per name in
+    out_pages (a family, or 'reproduction'), that part's HTML page for the report."""
     df = load_records(eval_files)
     stamp = {**stamp, "cell_commits": sorted(c for c in df["commit"].dropna().unique())}
     scores = item_scores.load(eval_files)
@@ -298,4 +352,11 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
                                  "comparisons": json.loads(compared.to_json(orient="records")),
                                  "reproduction": json.loads(reproduction.table(summary).to_json(orient="records"))})
     atomic.write_text(out_md, to_markdown(df, summary, stamp, compared))
+    parts = blocks(df, summary, stamp, compared)
+    for family in df["family"].unique():
+        parts += [(family, "h3", f"Cells — {family}"),
+                  (family, "p", "Every trained cell: its recipe, where its loss ended, and its cost."),
+                  (family, "table", cells_table(df, family))]
+    for name, path in (out_pages or {}).items():
+        atomic.write_text(path, to_html(parts, name, f"{name}: {config.get('name', 'grid')} leaderboard"))
     return df

@@ -19,4 +19,6 @@ trains = "; ".join(f"{s['train_set']}: {s['how']} ({s['n_train']} rows)" for s i
 stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_hash(config),
          "data": f"test sets: {tests}. Train sets: {trains}."}
 aggregate.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
-                snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired)
+                snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired,
+                out_pages={**dict(zip(snakemake.params.families, snakemake.output.pages)),
+                           "reproduction": snakemake.output.reproduction})
