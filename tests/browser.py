@@ -219,8 +219,9 @@ class _Walker:
         if sub_i is not None:
             page.locator(f"{PANEL} > ul > li").nth(sub_i).locator("a").click()
             self._wait_mode("subcategory")
-        for label, value in (toggle or {}).items():
-            page.locator(f'{PANEL} label[for="toggle-{label}-{value}"]').click()
+        for value in (toggle or {}).values():  # the app shows at most one toggle
+            page.locator(f"{PANEL} fieldset label").filter(
+                has_text=re.compile(rf"^\s*{re.escape(value)}\s*$")).click()
         self._settle()
 
     def _walk_list(self, menu_item: int, category: str, sub_i: int | None, sub: str | None):
@@ -289,7 +290,7 @@ class _Walker:
 
     def _read_image(self, entry: Entry, uri: str):
         img = self.page.locator(f"{CONTENT} img")
-        img.wait_for()
+        img.wait_for(state="attached")  # a broken image may have no box: not "visible"
         self.page.wait_for_function(
             f"src => document.querySelector('{CONTENT} img').getAttribute('src') === src", arg=uri)
         state = img.evaluate("""async img => {
@@ -301,7 +302,7 @@ class _Walker:
         entry.natural_width, entry.natural_height = state["w"], state["h"]
         entry.shown_width = state["shown"]
         self._settle()
-        entry.screenshot = self._shot(f"{'-'.join(entry.columns.values())}-view")
+        entry.screenshot = self._shot(_entry_slug(entry, "view"))
 
     def _read_frame(self, entry: Entry, uri: str):
         page = self.page
@@ -312,7 +313,9 @@ class _Walker:
         entry.frame_width, entry.frame_height = box["width"], box["height"]
         frame = iframe.element_handle().content_frame()
         if frame is not None and entry.kind == "html":
-            frame.wait_for_load_state("load")
+            # The frame may still be on about:blank: wait for the data: document itself.
+            frame.wait_for_function(
+                "() => location.protocol === 'data:' && document.readyState === 'complete'")
             got = frame.evaluate("""() => ({
                 text: (document.body ? document.body.innerText : '').slice(0, 5000),
                 tables: [...document.querySelectorAll('table')].map(t => {
@@ -331,7 +334,7 @@ class _Walker:
                                       header_rows=t["header_rows"], width=t["width"], height=t["height"])
                             for t in got["tables"]]
         self._settle()
-        entry.screenshot = self._shot(f"{'-'.join(entry.columns.values())}-view")
+        entry.screenshot = self._shot(_entry_slug(entry, "view"))
 
     # -- reading -------------------------------------------------------------------------------
     def _menu(self) -> list[tuple[int, str | None, str]]:
@@ -373,6 +376,11 @@ class _Walker:
         self.page.screenshot(path=str(path))
         self.shots.append(path)
         return path
+
+
+def _entry_slug(entry: Entry, what: str) -> str:
+    return "-".join([entry.category, entry.subcategory or "", *entry.columns.values(),
+                     *entry.toggle.values(), what])
 
 
 def _mime(data_uri: str) -> str:
