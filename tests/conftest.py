@@ -49,3 +49,24 @@ def examples():
         out.append({"query": f"Question: the sky is {c}. Which colour?\nAnswer:", "choices": choices,
                     "gold": choices.index(c)})
     return out
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Debian's chromium for the report checks (tests/browser.py); under CI=true a missing one fails."""
+    from browser import find_chromium
+
+    exe = find_chromium()
+    missing = None
+    if exe is None:
+        missing = "no chromium on PATH (run tools/install-chromium.sh)"
+    else:
+        try:
+            import playwright  # noqa: F401
+        except ImportError:
+            missing = "the playwright package is not installed (pip install -e '.[test]')"
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    return exe

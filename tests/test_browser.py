@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from browser import check_report, find_chromium
+from browser import check_report
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
@@ -78,24 +78,6 @@ CAPTIONS = {
 
 def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", path.read_bytes()[16:24])
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    exe = find_chromium()
-    missing = None
-    if exe is None:
-        missing = "no chromium on PATH (run tools/install-chromium.sh)"
-    else:
-        try:
-            import playwright  # noqa: F401
-        except ImportError:
-            missing = "the playwright package is not installed (pip install -e '.[test]')"
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
-    return exe
 
 
 @pytest.fixture(scope="module")

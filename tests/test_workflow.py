@@ -187,3 +187,41 @@ def test_a_method_with_its_own_stage_runs_that_rule_once_for_all_seeds(workdir, 
     df = pd.read_csv(workdir / GRID / "leaderboard.csv")
     eva = df[(df["method"] == "eva") & (df.metric.isin(["acc", "accuracy"])) & (df.protocol != "generative")]
     assert sorted(zip(eva["task"], eva["seed"])) == [("arc_easy", 0), ("arc_easy", 1), ("sst2", 0), ("sst2", 1)]
+
+
+def test_every_cell_has_a_ci_and_every_method_a_paired_comparison_with_lora(workdir, smoke_run):
+    _snakemake(workdir, SMOKE)  # the smoke grid's tables again (an earlier test ran another grid here)
+    out = json.loads((workdir / GRID / "leaderboard.json").read_text())
+    summary, compared = pd.DataFrame(out["summary"]), pd.DataFrame(out["comparisons"])
+    # Every protocol's records carry per-item scores, so no cell lacks its interval.
+    assert summary["ci_low"].notna().all() and (summary["ci_low"] <= summary["mean"] + 1e-9).all()
+    assert (summary["mean"] <= summary["ci_high"] + 1e-9).all()
+    trained = summary[~summary.method.isin(["base", "lora"])]
+    assert len(compared) == len(trained) and set(compared.method) == {"lora_dash", "lora_init", "lora_tsd"}
+    assert compared["p"].between(0, 1).all() and (compared["n_items"] > 0).all()
+    assert pd.read_csv(workdir / GRID / "paired.csv").shape[0] == len(compared)
+    md = (workdir / GRID / "leaderboard.md").read_text()
+    assert md.count("### Paired with LoRA") == 4 and md.count("### Cost") == 3  # per protocol, per family
+
+
+def test_report_shows_every_family_s_tables_and_figures_in_a_browser(workdir, smoke_run, chromium):
+    from browser import check_report
+
+    report = workdir / "report.html"
+    _snakemake(workdir, SMOKE)
+    proc = subprocess.run(_cmd(workdir, SMOKE) + ["--report", str(report)], capture_output=True, text=True,
+                          env=_env(), timeout=600)
+    assert proc.returncode == 0 and "ERROR" not in proc.stderr, proc.stderr[-3000:]
+    view = check_report(report, workdir / "shots")
+    assert view.problems() == []
+    assert set(view.categories) == {"commonsense", "glue", "instruction", "Leaderboard", "Reproduction"}
+    for family in ("commonsense", "glue", "instruction"):
+        images = {Path(e.path).stem for e in view.entries if e.category == family and e.kind == "image"}
+        assert images == {"pareto", "rank", "bars", "loss_curves", "tsd_profile", "tsd_overlap"}
+        assert all(e.image_loaded for e in view.entries if e.category == family and e.kind == "image")
+        page = next(e for e in view.entries if e.category == family and e.kind == "html")
+        # The first table: one row per method plus the base model, with the seeds column.
+        assert page.tables[0].n_rows == len(SMOKE["methods"]) + 1 and "seeds" in page.tables[0].header
+        assert "95% CI" in page.text and page.caption
+    board = next(e for e in view.entries if e.category == "Leaderboard")
+    assert board.kind == "html" and len(board.tables) >= 9

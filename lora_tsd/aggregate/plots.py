@@ -261,7 +261,8 @@ def grid(n: int, panel=(5.0, 3.6), ncols: int = 3, extra_h: float = 1.0) -> tupl
     """A figure with n panels in rows of up to ncols, room below for a shared legend."""
     ncols = max(1, min(n, ncols))
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows + extra_h), layout="constrained")
+    # At least 9 inches wide: a one-panel figure must still hold its title and legend.
+    fig = Figure(figsize=(max(9.0, panel[0] * ncols), panel[1] * nrows + extra_h), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -680,5 +681,5 @@ def draw_all(summary: pd.DataFrame, train_records: list[dict], out_dir) -> dict[
     for name, make in makers.items():
         paths[name] = out_dir / FILES[name]
         with atomic.file(paths[name]) as tmp:
-            make().savefig(tmp, dpi=DPI)
+            make().savefig(tmp, dpi=DPI, bbox_inches="tight")  # nothing clipped at the edges
     return paths

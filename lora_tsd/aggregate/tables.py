@@ -170,7 +170,7 @@ def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataF
         [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
     meta = part.groupby(rows, sort=False).agg(seeds=("seeds", "max"))
     # A row without any record of a task (or, for the average, of a task in some seed) says so.
-    table = table[columns].fillna(MISSING).join(meta).reset_index()
+    table = table[columns].fillna(MISSING).join(meta).reset_index().rename_axis(columns=None)
     table = table[rows + ["seeds"] + columns]
     return mark_faults(table, df[(df.family == family) & (df.protocol == protocol)] if df is not None else None)
 
@@ -218,7 +218,7 @@ def comparison_table(compared: pd.DataFrame, family: str, protocol: str) -> pd.D
                              sort=False)
     columns = list(dict.fromkeys(c for c in part["column"] if not c.startswith("avg "))) + \
         [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
-    return table[columns].fillna("-").reset_index()
+    return table[columns].fillna("-").reset_index().rename_axis(columns=None)
 
 
 def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
@@ -312,15 +312,16 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: 
     return "\n".join(lines)
 
 
-def to_html(all_blocks: list[tuple], family: str, title: str) -> str:
-    """One family's tables (and the shared header) as a standalone HTML page for the report."""
+def to_html(all_blocks: list[tuple], family: str | None, title: str) -> str:
+    """One family's tables (and the shared header) as a standalone HTML page for the report;
+    family None: every block (the whole leaderboard)."""
     import html
 
     body = [f"<h1>{html.escape(title)}</h1>"]
-    if not any(fam == family for fam, _, _ in all_blocks):
+    if family and not any(fam == family for fam, _, _ in all_blocks):
         body.append(f"<p>This grid has no {html.escape(family)} rows.</p>")
     for fam, kind, content in all_blocks:
-        if fam not in (None, family) or kind == "h1":
+        if (family and fam not in (None, family)) or kind == "h1":
             continue
         if kind == "table":
             body.append(content.to_html(index=False, border=1, classes="leaderboard", na_rep="-"))
@@ -336,9 +337,9 @@ def to_html(all_blocks: list[tuple], family: str, title: str) -> str:
 
 def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str | Path,
           out_csv: str | Path, out_json: str | Path, out_paired: str | Path | None = None,
-          out_pages: dict[str, str | Path] | None = None) -> pd.DataFrame:
-    """The markdown, CSV and JSON leaderboards, the paired comparisons (CSV) and, per name in
-    out_pages (a family, or 'reproduction'), that part's HTML page for the report."""
+          out_pages: dict[str | None, str | Path] | None = None) -> pd.DataFrame:
+    """The markdown, CSV and JSON leaderboards, the paired comparisons (CSV) and, per key of
+    out_pages (a family, 'reproduction', or None: the whole leaderboard), an HTML page for the report."""
     df = load_records(eval_files)
     stamp = {**stamp, "cell_commits": sorted(c for c in df["commit"].dropna().unique())}
     scores = item_scores.load(eval_files)
@@ -353,10 +354,14 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
                                  "reproduction": json.loads(reproduction.table(summary).to_json(orient="records"))})
     atomic.write_text(out_md, to_markdown(df, summary, stamp, compared))
     parts = blocks(df, summary, stamp, compared)
+    name = config.get("name", "grid")
+    if None in (out_pages or {}):
+        atomic.write_text(out_pages[None], to_html(parts, None, f"{name} leaderboard"))
     for family in df["family"].unique():
         parts += [(family, "h3", f"Cells — {family}"),
                   (family, "p", "Every trained cell: its recipe, where its loss ended, and its cost."),
                   (family, "table", cells_table(df, family))]
-    for name, path in (out_pages or {}).items():
-        atomic.write_text(path, to_html(parts, name, f"{name}: {config.get('name', 'grid')} leaderboard"))
+    for part, path in (out_pages or {}).items():
+        if part is not None:
+            atomic.write_text(path, to_html(parts, part, f"{part}: {name} leaderboard"))
     return df

@@ -17,7 +17,8 @@ rule aggregate:
         data=[data_dir(task) for task in config["tasks"]],
         train_sets=[train_set_dir(ts) for ts in train_sets_for(config["tasks"])],
     output:
-        md=report(f"{GRID}/leaderboard.md", caption="../report/leaderboard.rst", category="Leaderboard"),
+        md=f"{GRID}/leaderboard.md",
+        page=report(f"{GRID}/report/leaderboard.html", caption="../report/leaderboard.rst", category="Leaderboard"),
         csv=f"{GRID}/leaderboard.csv",
         json=f"{GRID}/leaderboard.json",
         paired=f"{GRID}/paired.csv",

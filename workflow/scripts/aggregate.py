@@ -21,4 +21,4 @@ stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_has
 aggregate.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
                 snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired,
                 out_pages={**dict(zip(snakemake.params.families, snakemake.output.pages)),
-                           "reproduction": snakemake.output.reproduction})
+                           "reproduction": snakemake.output.reproduction, None: snakemake.output.page})
