@@ -1,6 +1,6 @@
-"""How much a training step spends on padding: the same batches as the default grid's causal
-cells (the real train set and batch order), stepped as one left-padded batch, and as
-micro-batches with padding trimmed (by length-sorted groups). Gradients are equal up to
+"""How much a training step spends on padding: the default grid's real batches (train set and
+batch order) stepped whole, and as micro-batches of 1 row and of half the batch (grouped by
+length, all-padding columns dropped: train.micro_batches). Gradients are equal up to
 rounding (tests/test_train.py checks it); only the time differs.
 
     python benchmarks/padding.py [--model resources/models/smollm2-135m-instruct]
@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 
 from lora_tsd import data, methods, models, provenance, train
+from lora_tsd.tasks import TRAIN_SETS
 
 HERE = Path(__file__).resolve().parent
 
 
-def step_seconds(model, batch, cfg, params) -> float:
+def step_seconds(model, batch, cfg, params, fmt) -> float:
     t0 = time.perf_counter()
-    train.train_step(model, batch, cfg, params, torch.device("cpu"), None, "causal")
+    train.train_step(model, batch, cfg, params, torch.device("cpu"), None, fmt)
     for p in params:
         p.grad = None
     return time.perf_counter() - t0
@@ -41,27 +42,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base, tokenizer = models.load_causal_lm(args.model)
+    name = Path(args.train_set).name
+    fmt = TRAIN_SETS[name].format
+    base, tokenizer, extra = train.load_base(args.model, name, 0)
     cfg = {"lora_alpha_ratio": 2, "lora_dropout": 0.0, "batch_size": args.batch_size, "max_length": args.max_length}
-    model = methods.attach("lora", base, 8, cfg, models.target_modules(base))
+    model = methods.attach("lora", base, 8, cfg, models.target_modules(base), **extra)
     params = [p for p in model.parameters() if p.requires_grad]
-    encoded = train.encode(tokenizer, data.read_jsonl(Path(args.train_set) / "train.jsonl"), cfg, "causal")
-    modes = {"padded batch": None, "trimmed, 1 row": 1, "trimmed, 2 rows": 2}
+    encoded = train.encode(tokenizer, data.read_jsonl(Path(args.train_set) / "train.jsonl"), cfg, fmt)
+    half = max(1, args.batch_size // 2)
+    modes = {"whole batch": None, "1 row": 1, f"{half} rows": half}
     times = {m: [] for m in modes}
     real = padded = 0
     for step in range(args.steps):
-        batch = train.make_batch(encoded, cfg, 0, step, tokenizer.pad_token_id, torch.device("cpu"))
+        batch = train.make_batch(encoded, cfg, 0, step, tokenizer.pad_token_id, torch.device("cpu"), fmt)
         real += int(batch["attention_mask"].sum())
         padded += batch["attention_mask"].numel()
         for mode, size in modes.items():
-            run_cfg = {**cfg, "micro_batch_size": size, "trim_padding": size is not None}
-            times[mode].append(step_seconds(model, batch, run_cfg, params))
+            times[mode].append(step_seconds(model, batch, {**cfg, "micro_batch_size": size}, params, fmt))
     med = {m: statistics.median(t[1:] or t) for m, t in times.items()}  # the first step warms up
     result = {"model": args.model, "train_set": args.train_set, "steps": args.steps, "threads": args.threads,
               "padding_share": 1 - real / padded, "median_step_s": med,
-              "ratio_to_padded": {m: med[m] / med["padded batch"] for m in modes},
+              "ratio_to_whole_batch": {m: med[m] / med["whole batch"] for m in modes},
               "git_commit": provenance.git_commit(), "hardware": provenance.hardware()}
-    out = HERE / "results" / "padding_cpu.json"
+    out = HERE / "results" / f"padding_cpu_{name}.json"
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

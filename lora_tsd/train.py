@@ -74,14 +74,26 @@ def loss_weights(batch: dict, fmt: str) -> list[float]:
 def micro_batches(batch: dict, size: int | None, fmt: str, rows: slice = slice(None)) -> list[tuple[dict, float]]:
     """Split one collated batch's `rows` (a data-parallel process's share; all by default)
     into slices of `size` (gradient accumulation), each with its share of the whole batch's
-    loss: answer tokens for causal LMs, rows for classifiers. Slicing the collated batch keeps
-    every row's padding, so the summed gradient equals the whole batch's (a test checks it)."""
+    loss: answer tokens for causal LMs, rows for classifiers, so the summed gradient equals
+    the whole batch's (a test checks it). Rows are grouped by length and each slice drops the
+    columns that are padding in all its rows: the same sums up to rounding, less work (masked
+    columns change nothing; RoPE sees only relative positions). On a CPU, slices of one row
+    do no padding work at all (benchmarks/padding.py)."""
     weights = loss_weights(batch, fmt)
     total = sum(weights) or 1.0
     start, stop, _ = rows.indices(len(weights))
     size = min(size or stop - start, stop - start)
-    return [({k: v[i:min(i + size, stop)] for k, v in batch.items()}, sum(weights[i:min(i + size, stop)]) / total)
-            for i in range(start, stop, size)]
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    order = sorted(range(start, stop), key=lambda i: -lengths[i])
+    return [(trim_padding({k: v[idx] for k, v in batch.items()}), sum(weights[j] for j in idx) / total)
+            for idx in (order[i:i + size] for i in range(0, len(order), size))]
+
+
+def trim_padding(part: dict) -> dict:
+    """Drop the columns where every row is padding (they are masked out of every result)."""
+    cols = part["attention_mask"].bool().any(dim=0)
+    width = cols.numel()
+    return {k: v[:, cols] if v.dim() == 2 and v.shape[1] == width else v for k, v in part.items()}
 
 
 def total_steps(cfg: dict, n_examples: int) -> int:
