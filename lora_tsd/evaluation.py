@@ -152,8 +152,12 @@ def lm_eval_run(lm, specs: dict[str, dict | str], limit, tmp: Path) -> dict:
             continue
         (tmp / f"{spec['task']}.yaml").write_text(yaml.safe_dump(spec))
         names[protocol] = spec["task"]
+    # Our task files include lm-eval's own configs by path: lm-eval's task index (about 5 s to
+    # build) is needed only when a protocol names a standard task (hub data).
+    standard = any(isinstance(spec, str) for spec in specs.values())
+    manager = TaskManager(include_path=str(tmp), include_defaults=standard)
     out = simple_evaluate(model=lm, tasks=list(names.values()), limit=limit, log_samples=True,
-                          task_manager=TaskManager(include_path=str(tmp)), bootstrap_iters=1000)
+                          task_manager=manager, bootstrap_iters=1000)
     results = {}
     for protocol, name in names.items():
         res = out["results"][name]

@@ -9,6 +9,7 @@ import random
 import resource
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,29 @@ def peak_memory_mb(device: torch.device) -> dict:
     return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def encode(tokenizer, rows: list[dict], cfg: dict, fmt: str) -> list[dict]:
+class Encoded(Sequence):
+    """Rows tokenised when first used: a run of a few steps over a large train set (the
+    default grid reads 80 of ~10k Commonsense rows) does not tokenise the rest."""
+
+    def __init__(self, rows: list[dict], encode_one):
+        self._rows, self._encode_one, self._done = rows, encode_one, {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]
+        if i not in self._done:
+            self._done[i] = self._encode_one(self._rows[i])
+        return self._done[i]
+
+
+def encode(tokenizer, rows: list[dict], cfg: dict, fmt: str) -> Encoded:
     if fmt == "classification":
-        return [data.encode_classification(tokenizer, r, cfg["max_length"]) for r in rows]
-    return [data.encode_example(tokenizer, r, cfg["max_length"], bool(cfg.get("train_on_inputs"))) for r in rows]
+        return Encoded(rows, lambda r: data.encode_classification(tokenizer, r, cfg["max_length"]))
+    return Encoded(rows, lambda r: data.encode_example(tokenizer, r, cfg["max_length"], bool(cfg.get("train_on_inputs"))))
 
 
 def collate(rows: list[dict], pad_id: int, fmt: str, side: str = "left") -> dict:

@@ -79,7 +79,7 @@ def test_the_smoke_grid_through_slurm_gives_the_local_leaderboard_cell_for_cell(
     comments = subprocess.run(["squeue", "-h", "--states=all", "-o", "%k"], capture_output=True, text=True).stdout
     rules = {c.split("_wildcards")[0].removeprefix("rule_") for c in comments.split()}
     assert {"train", "evaluate", "evaluate_base"} <= rules, rules
-    assert not {"prepare_task", "build_train_set", "aggregate", "fetch_wheel", "build_model"} & rules, rules
+    assert not {"prepare_task", "build_train_set", "aggregate", "plots", "fetch_wheel", "build_model"} & rules, rules
 
 
 def _train_job(comment: str) -> str | None:

@@ -141,10 +141,33 @@ def test_micro_batches_accumulate_the_whole_batch_gradient(tokenizer, examples, 
                                       params, torch.device("cpu"), None, "causal")
         return loss, norm, [p.grad.clone() for p in params]
 
-    whole, parts = grads(None), grads(3)
-    assert parts[0] == pytest.approx(whole[0], rel=1e-5) and parts[1] == pytest.approx(whole[1], rel=1e-4)
-    for a, b in zip(whole[2], parts[2]):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    whole = grads(None)
+    for micro in (3, 1):  # 1: each row alone, its padding dropped (RoPE sees relative positions only)
+        parts = grads(micro)
+        assert parts[0] == pytest.approx(whole[0], rel=1e-5) and parts[1] == pytest.approx(whole[1], rel=1e-4)
+        for a, b in zip(whole[2], parts[2]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt,side", [("causal", "left"), ("classification", "right")])
+def test_micro_batches_group_rows_by_length_and_drop_padding_columns(fmt, side):
+    lengths = [3, 7, 2, 5]
+    width = max(lengths)
+    mask = torch.tensor([[0] * (width - n) + [1] * n if side == "left" else [1] * n + [0] * (width - n)
+                         for n in lengths])
+    ids = torch.arange(4 * width).reshape(4, width) * mask
+    batch = {"input_ids": ids, "attention_mask": mask,
+             "labels": torch.where(mask.bool(), ids, -100) if fmt == "causal" else torch.tensor([0, 1, 0, 1])}
+    parts = train.micro_batches(batch, 2, fmt)
+    # Longest rows first (7 and 5, then 3 and 2), each slice as wide as its longest row.
+    assert [p["input_ids"].shape for p, _ in parts] == [(2, 7), (2, 3)]
+    assert [p["attention_mask"].sum(1).tolist() for p, _ in parts] == [[7, 5], [3, 2]]
+    # Shares still add up to the whole batch's loss: answer tokens (shifted) or rows.
+    # (the shifted loss drops the first column: only the full-width row loses a token)
+    expected = [(6 + 5) / 16, (3 + 2) / 16] if fmt == "causal" else [0.5, 0.5]
+    assert [share for _, share in parts] == pytest.approx(expected)
+    if fmt == "classification":
+        assert parts[0][0]["labels"].tolist() == [1, 1]  # per-row labels follow their rows
 
 
 def test_gradient_clipping_caps_the_global_norm(tokenizer, examples, train_cfg):
