@@ -133,7 +133,7 @@ def test_leaderboard_marks_the_significant_paired_difference(tmp_path):
     assert init["diff"] == 0 and not init["significant"] and init["p"] == 1
     text = md.read_text()
     assert "90.00 ± 0.00 [" in text and " ▲" in text and "Paired with LoRA" in text
-    assert "+40.00 [+" in text
+    assert "+40.00 [+" in text and "] p<0.001 ▲" in text
     summary = pd.DataFrame(json.loads((tmp_path / "l.json").read_text())["summary"])
     row = summary[summary.method == "lora_dash"].iloc[0]
     assert row["ci_low"] < 90 < row["ci_high"] and row["ci_high"] - row["ci_low"] < 12

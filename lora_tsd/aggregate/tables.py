@@ -212,7 +212,7 @@ def comparison_table(compared: pd.DataFrame, family: str, protocol: str) -> pd.D
     if part.empty:
         return pd.DataFrame()
     part = part.assign(column=part["task"] + " " + part["metric"], cell=[
-        f"{r.diff:+.2f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}] {_p(r.p)}" + ((UP if r.diff > 0 else DOWN) if r.significant else "")
+        f"{r.diff:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] {_p(r.p)}" + ((UP if r.diff > 0 else DOWN) if r.significant else "")
         for r in part.itertuples()])
     table = part.pivot_table(index=["model", "method", "rank"], columns="column", values="cell", aggfunc="first",
                              sort=False)
