@@ -164,3 +164,20 @@ def test_avg_rows_pool_the_family_tasks():
     compared = uncertainty.comparisons(summary, items)
     avg = compared[compared.task == "avg"].iloc[0]
     assert avg["diff"] == pytest.approx(-10.0) and avg["n_items"] == 200
+
+
+def test_a_mark_stays_in_its_own_protocol_s_table():
+    """The generative and log-likelihood tables share task and metric names (arc_easy acc):
+    a significant generative difference must not mark the log-likelihood cell."""
+    rows = [{"family": "commonsense", "protocol": p, "model": "m", "method": m, "rank": "8", "task": "arc_easy",
+             "metric": "acc", "seeds": 2, "expected_seeds": 2, "mean": 50.0, "std": 1.0, "median": 50.0,
+             "ci_low": 40.0, "ci_high": 60.0} for p in ("loglik", "generative") for m in ("lora", "lora_init")]
+    summary = pd.DataFrame(rows)
+    compared = pd.DataFrame([{"family": "commonsense", "protocol": p, "model": "m", "method": "lora_init",
+                              "rank": "8", "task": "arc_easy", "metric": "acc", "diff": d, "ci_low": lo,
+                              "ci_high": hi, "p": pv, "significant": sig}
+                             for p, d, lo, hi, pv, sig in (("generative", 11.7, 1.7, 21.7, 0.04, True),
+                                                           ("loglik", -4.2, -10.8, 2.5, 0.31, False))])
+    cell = lambda p: aggregate.family_table(summary, "commonsense", p, compared=compared) \
+        .set_index("method").loc["lora_init", "arc_easy acc"]
+    assert cell("generative").endswith(" ▲") and not cell("loglik").endswith(("▲", "▼"))

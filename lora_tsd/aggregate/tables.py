@@ -160,7 +160,9 @@ def marks(compared: pd.DataFrame | None) -> dict[tuple, str]:
 def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataFrame | None = None,
                  compared: pd.DataFrame | None = None) -> pd.DataFrame:
     part = summary[(summary.family == family) & (summary.protocol == protocol)]
-    mark = marks(compared)
+    # Only this table's comparisons: another protocol scores the same task and metric name.
+    mark = marks(compared[(compared.family == family) & (compared.protocol == protocol)]
+                 if compared is not None and not compared.empty else None)
     part = part.assign(column=part["task"] + " " + part["metric"],
                        cell=[_cell(r, mark.get((r["model"], r["method"], r["rank"], r["task"], r["metric"]), ""))
                              for r in part.to_dict("records")])
