@@ -117,9 +117,11 @@ def _two_level(seeds: list, draw, reps: int, rng: np.random.Generator) -> np.nda
 
 
 def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    return float(low), float(high)
+    """Percentile interval whose ends are replicate values (no interpolation): a bound is a
+    score the bootstrap produced, never one nudged just past 0 between two replicates."""
+    tail = (1 - level) / 2
+    return (float(np.quantile(replicates, tail, method="lower")),
+            float(np.quantile(replicates, 1 - tail, method="higher")))
 
 
 def cell_ci(per_seed: list[list[Items]], n_boot: int = N_BOOT, level: float = LEVEL,
