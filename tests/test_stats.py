@@ -181,3 +181,12 @@ def test_a_mark_stays_in_its_own_protocol_s_table():
     cell = lambda p: aggregate.family_table(summary, "commonsense", p, compared=compared) \
         .set_index("method").loc["lora_init", "arc_easy acc"]
     assert cell("generative").endswith(" ▲") and not cell("loglik").endswith(("▲", "▼"))
+
+
+def test_interval_ends_are_replicates_and_float_noise_is_not_above_zero():
+    """Equal scores computed two ways differ by ~1e-15: such a lower end is 0, not 'above 0'.
+    The ends are replicate values, not interpolations between them."""
+    replicates = np.r_[np.full(30, 1e-15), np.linspace(0.8, 20, 970)]
+    low, high = stats._interval(replicates, 0.95)
+    assert low == 0.0 and high in np.round(replicates, 9)
+    assert stats._interval(np.arange(1000.0), 0.95) == (24.0, 975.0)

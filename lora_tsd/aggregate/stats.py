@@ -120,8 +120,10 @@ def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
     """Percentile interval whose ends are replicate values (no interpolation): a bound is a
     score the bootstrap produced, never one nudged just past 0 between two replicates."""
     tail = (1 - level) / 2
-    return (float(np.quantile(replicates, tail, method="lower")),
-            float(np.quantile(replicates, 1 - tail, method="higher")))
+    # Rounded: a difference of equal scores computed two ways is 1e-15, not 0, and would
+    # otherwise count as a bound above 0.
+    return (round(float(np.quantile(replicates, tail, method="lower")), 9),
+            round(float(np.quantile(replicates, 1 - tail, method="higher")), 9))
 
 
 def cell_ci(per_seed: list[list[Items]], n_boot: int = N_BOOT, level: float = LEVEL,
