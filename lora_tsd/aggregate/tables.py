@@ -199,9 +199,11 @@ def cells_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     cols = ["model", "train_set", "method", "rank", "seed", "steps", "lr", "batch_size", "final_loss", "loss_flag",
             "diverged_step", "train_time_s", "commit"]
     part = df[(df.family == family) & (df.method != "base")].drop_duplicates(["model", "train_set", "method", "rank", "seed"])
-    return part[cols].assign(final_loss=part["final_loss"].map(lambda v: _fmt(v, 4)),
-                             train_time_s=part["train_time_s"].map(lambda v: _fmt(v, 1)),
-                             commit=part["commit"].map(lambda c: str(c)[:10])).fillna("-")
+    out = part[cols].astype(object)  # "-" for a missing value, whatever the column's dtype
+    out = out.where(out.notna(), "-")
+    return out.assign(final_loss=part["final_loss"].map(lambda v: _fmt(v, 4)),
+                      train_time_s=part["train_time_s"].map(lambda v: _fmt(v, 1)),
+                      commit=part["commit"].map(lambda c: "-" if pd.isna(c) else str(c)[:10]))
 
 
 def _p(p: float) -> str:
