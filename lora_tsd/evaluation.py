@@ -161,10 +161,10 @@ def lm_eval_run(lm, specs: dict[str, dict | str], limit, tmp: Path) -> dict:
     results = {}
     for protocol, name in names.items():
         res = out["results"][name]
-        clean = {k.split(",")[0]: v for k, v in res.items() if "," in k and isinstance(v, (int, float))}
-        rename = {"exact_match": "acc"} if protocol == "generative" else {}
-        if protocol == "generative":  # exact match of the first answer word is the accuracy
-            clean = {"acc": clean["exact_match"], "acc_stderr": clean.get("exact_match_stderr")}
+        # Generative: exact match of the first answer word is the accuracy (scores and items alike).
+        rename = {"exact_match": "acc", "exact_match_stderr": "acc_stderr"} if protocol == "generative" else {}
+        clean = {rename.get(k.split(",")[0], k.split(",")[0]): v for k, v in res.items()
+                 if "," in k and isinstance(v, (int, float))}
         n = out.get("n-samples", {}).get(name, {}).get("effective")
         results[protocol] = {"metrics": clean, "n_test": n,
                              "items": sample_items(out["samples"][name], rename)}

@@ -149,12 +149,23 @@ def _cell(r, mark: str = "") -> str:
 UP, DOWN = " ▲", " ▼"  # the paired difference with LoRA has a 95% CI above / below 0
 
 
+def arrow(r) -> str:
+    """▲/▼ for a significant comparison (its CI excludes 0), else nothing."""
+    return (UP if r.diff > 0 else DOWN) if r.significant else ""
+
+
+def task_columns(names) -> list[str]:
+    """'task metric' column names in first-seen order, the 'avg ...' ones last."""
+    seen = list(dict.fromkeys(names))
+    return [c for c in seen if not c.startswith("avg ")] + [c for c in seen if c.startswith("avg ")]
+
+
 def marks(compared: pd.DataFrame | None) -> dict[tuple, str]:
     """(model, method, rank, task, metric) -> ▲/▼ where the comparison with LoRA is significant."""
     if compared is None or compared.empty:
         return {}
     sig = compared[compared.significant]
-    return {(r.model, r.method, r.rank, r.task, r.metric): UP if r.diff > 0 else DOWN for r in sig.itertuples()}
+    return {(r.model, r.method, r.rank, r.task, r.metric): arrow(r) for r in sig.itertuples()}
 
 
 def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataFrame | None = None,
@@ -168,8 +179,7 @@ def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataF
                              for r in part.to_dict("records")])
     rows = ["model", "method", "rank"]
     table = part.pivot_table(index=rows, columns="column", values="cell", aggfunc="first", sort=False)
-    columns = list(dict.fromkeys(c for c in part["column"] if not c.startswith("avg "))) + \
-        [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
+    columns = task_columns(part["column"])
     meta = part.groupby(rows, sort=False).agg(seeds=("seeds", "max"))
     # A row without any record of a task (or, for the average, of a task in some seed) says so.
     table = table[columns].fillna(MISSING).join(meta).reset_index().rename_axis(columns=None)
@@ -216,12 +226,11 @@ def comparison_table(compared: pd.DataFrame, family: str, protocol: str) -> pd.D
     if part.empty:
         return pd.DataFrame()
     part = part.assign(column=part["task"] + " " + part["metric"], cell=[
-        f"{r.diff:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] {_p(r.p)}" + ((UP if r.diff > 0 else DOWN) if r.significant else "")
+        f"{r.diff:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] {_p(r.p)}{arrow(r)}"
         for r in part.itertuples()])
     table = part.pivot_table(index=["model", "method", "rank"], columns="column", values="cell", aggfunc="first",
                              sort=False)
-    columns = list(dict.fromkeys(c for c in part["column"] if not c.startswith("avg "))) + \
-        [c for c in dict.fromkeys(part["column"]) if c.startswith("avg ")]
+    columns = task_columns(part["column"])
     return table[columns].fillna("-").reset_index().rename_axis(columns=None)
 
 

@@ -24,12 +24,16 @@ def task_lists(summary: pd.DataFrame) -> dict[tuple, list[str]]:
     return {k: list(dict.fromkeys(g.task)) for k, g in real.groupby(["family", "protocol", "model"], sort=False)}
 
 
-def seed_items(items: dict, row: dict, tasks: list[str]) -> dict[int, list[stats.Items]]:
-    """seed -> the items of each of `tasks` for a table row; seeds missing a task are left out
-    (as the tables' averages do)."""
-    seeds = {k[-1] for k in items if k[:5] == tuple(row[c] for c in KEY[:5])}
+def seeds_of(items: dict) -> list[int]:
+    """Every seed the records hold (computed once per table, not per row)."""
+    return sorted({k[-1] for k in items})
+
+
+def seed_items(items: dict, row: dict, tasks: list[str], seeds: list[int]) -> dict[int, list[stats.Items]]:
+    """seed -> the items of each of `tasks` for a table row, for those of `seeds` that have
+    every task (a seed missing one is left out, as the tables' averages do)."""
     out = {}
-    for seed in sorted(seeds):
+    for seed in seeds:
         keys = [(*(row[c] for c in KEY[:5]), task, row["metric"], seed) for task in tasks]
         if all(k in items for k in keys):
             out[seed] = [items[k] for k in keys]
@@ -42,10 +46,10 @@ def _tasks(row, lists) -> list[str]:
 
 def intervals(summary: pd.DataFrame, items: dict) -> pd.DataFrame:
     """ci_low, ci_high per summary row (NaN where the records hold no per-item scores)."""
-    lists = task_lists(summary)
+    lists, seeds = task_lists(summary), seeds_of(items)
     lows, highs = [], []
     for row in summary[KEY].to_dict("records"):
-        per_seed = seed_items(items, row, _tasks(row, lists))
+        per_seed = seed_items(items, row, _tasks(row, lists), seeds)
         low, high = stats.cell_ci(list(per_seed.values()), rng=_rng(row.values())) if per_seed else (np.nan, np.nan)
         lows.append(low)
         highs.append(high)
@@ -56,12 +60,12 @@ def comparisons(summary: pd.DataFrame, items: dict, baseline: str = BASELINE) ->
     """One row per (method != baseline, rank, model, task, metric) with a baseline row at the
     same model and rank: diff (method - baseline, points), its CI, p and `significant` (the
     CI excludes 0)."""
-    lists = task_lists(summary)
+    lists, seeds = task_lists(summary), seeds_of(items)
     rows = []
     for row in summary[~summary.method.isin([baseline, "base"])][KEY].to_dict("records"):
         tasks = _tasks(row, lists)
-        mine = seed_items(items, row, tasks)
-        theirs = seed_items(items, {**row, "method": baseline}, tasks)
+        mine = seed_items(items, row, tasks, seeds)
+        theirs = seed_items(items, {**row, "method": baseline}, tasks, seeds)
         if not (set(mine) & set(theirs)):
             continue
         result = stats.paired(mine, theirs, rng=_rng(row.values()))
