@@ -35,6 +35,8 @@ def category(rule: str) -> str:
 def run_window(workdir: Path, log: Path | None = None) -> tuple[float, float, Path]:
     """(start, end) of a snakemake invocation: the newest log unless one is named."""
     logs = sorted((workdir / ".snakemake" / "log").glob("*.snakemake.log"))
+    if log is None and not logs:
+        raise SystemExit(f"grid_time: no snakemake log under {workdir}/.snakemake/log (run the grid there first)")
     log = log or logs[-1]
     stamp = re.match(r"(\d{4}-\d{2}-\d{2}T\d{6}\.\d+)", log.name).group(1)
     start = datetime.strptime(stamp, "%Y-%m-%dT%H%M%S.%f").timestamp()
