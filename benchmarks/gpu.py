@@ -42,7 +42,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
 
-from lora_tsd import dash, export, methods, models, provenance, tsd  # noqa: E402
+from lora_tsd import models, provenance
+from lora_tsd.methods import dash, export, registry, tsd
 
 HERE = Path(__file__).resolve().parent
 SMOLLM2 = HERE.parent / "resources" / "models" / "smollm2-135m-instruct"
@@ -117,7 +118,7 @@ def build(shape: str, method: str, args, device, dtype):
     base = load_base(shape, device, dtype)
     cfg = {"lora_alpha_ratio": 2, "lora_dropout": 0.05}
     torch.manual_seed(0)
-    model = methods.attach(method, base, args.rank, cfg, models.target_modules(base)).to(device)
+    model = registry.attach(method, base, args.rank, cfg, models.target_modules(base)).to(device)
     # peft casts adapters to float32 over a bf16 base (autocast_adapter_dtype): the optimizer
     # state and the update stay float32, as in the suite's training.
     bad = [n for n, p in model.named_parameters() if p.requires_grad and p.dtype != torch.float32]
@@ -219,7 +220,7 @@ def bench_shape(shape: str, args, device, dtype, peak) -> dict:
         row = {"step_s_median": step_s, "step_s_all": times[m], "tokens_per_s": tokens / step_s,
                "mfu": fpt * tokens / step_s / peak if peak else None,
                "mfu_4n": fpt_4n * tokens / step_s / peak if peak else None,
-               "trainable_params": methods.trainable_parameters(nets[m])}
+               "trainable_params": registry.trainable_parameters(nets[m])}
         if device.type == "cuda":
             # The two models are resident together, so the raw peak holds both; the estimate
             # for one model alone is its own weights + optimizer state + its step's allocations.

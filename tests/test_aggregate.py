@@ -4,7 +4,7 @@ import re
 import pandas as pd
 import pytest
 
-from lora_tsd import aggregate
+from lora_tsd.aggregate import tables
 
 
 def _record(path, method, task, results, rank=None, seed=None, family="commonsense"):
@@ -35,7 +35,7 @@ def board(tmp_path):
                 rank=4, seed=0, family="glue"),
     ]
     stamp = {"commit": "abc123", "config_hash": "deadbeef", "data": "arc_easy: carved"}
-    df = aggregate.write(files, {"seeds": [0, 1]}, stamp, tmp_path / "lb.md", tmp_path / "lb.csv",
+    df = tables.write(files, {"seeds": [0, 1]}, stamp, tmp_path / "lb.md", tmp_path / "lb.csv",
                          tmp_path / "lb.json")
     return df, tmp_path
 
@@ -88,7 +88,7 @@ def test_a_missing_task_or_seed_shows_as_missing_and_is_never_averaged_over(tmp_
         _record(tmp_path / "base2.json", "base", "piqa", _cs(0.55, 0.0)),
     ]
     stamp = {"commit": "c", "config_hash": "h", "data": "d"}
-    aggregate.write(files, {}, stamp, tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
+    tables.write(files, {}, stamp, tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
     summary = pd.DataFrame(json.loads((tmp_path / "lb.json").read_text())["summary"])
     lora_avg = summary[(summary.method == "lora") & (summary.task == "avg") & (summary.protocol == "loglik")
                        & (summary.metric == "acc")]

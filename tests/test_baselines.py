@@ -5,8 +5,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from lora_tsd import dash, export, methods, train
+from lora_tsd.methods import dash, export, registry
 from lora_tsd.tiny import make_llama
+from lora_tsd.training import cell, loop
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 BASELINES = ["lora", "rslora", "dora", "pissa", "olora", "milora", "full", "vera"]
@@ -14,9 +15,9 @@ BASELINES = ["lora", "rslora", "dora", "pissa", "olora", "milora", "full", "vera
 
 def _setup(method, cfg, tokenizer, examples, rank=4, cache=None):
     torch.manual_seed(0)
-    model = methods.attach(method, make_llama(vocab_size=1000), rank, cfg, TARGETS)
-    ctx = train.make_context(tokenizer, examples, cfg, {}, 0, torch.device("cpu"), None, cache)
-    methods.METHODS[method].hooks.setup(model, ctx)
+    model = registry.attach(method, make_llama(vocab_size=1000), rank, cfg, TARGETS)
+    ctx = cell.make_context(tokenizer, examples, cfg, {}, 0, torch.device("cpu"), None, cache)
+    registry.METHODS[method].hooks.setup(model, ctx)
     return model, ctx
 
 
@@ -39,7 +40,7 @@ def test_baseline_trains(method, train_cfg, tokenizer, examples):
     # Full fine-tuning takes smaller steps; VeRA (only scaling vectors train) much larger ones.
     cfg = {**train_cfg, "lr": {"full": 1e-3, "vera": 1e-1}.get(method, train_cfg["lr"])}
     model, ctx = _setup(method, cfg, tokenizer, examples)
-    log = train.fit(model, tokenizer, examples, cfg, 0, hooks=methods.METHODS[method].hooks, ctx=ctx)
+    log = loop.fit(model, tokenizer, examples, cfg, 0, hooks=registry.METHODS[method].hooks, ctx=ctx)
     first, last = sum(log["losses"][:5]) / 5, sum(log["losses"][-5:]) / 5
     assert last < 0.7 * first, (first, last)
 
@@ -82,7 +83,7 @@ def test_trainable_parameter_counts(train_cfg, tokenizer, examples):
     assert vera_shared == (128, 128)
     for method, count in expected.items():
         model, _ = _setup(method, train_cfg, tokenizer, examples)
-        assert methods.trainable_parameters(model) == count, method
+        assert registry.trainable_parameters(model) == count, method
 
 
 def test_rslora_scaling_is_alpha_over_sqrt_r(train_cfg, tokenizer, examples):
@@ -95,11 +96,11 @@ def test_rslora_scaling_is_alpha_over_sqrt_r(train_cfg, tokenizer, examples):
 def test_saved_adapter_loads_in_stock_peft_with_the_same_logits(method, train_cfg, tokenizer, examples, tmp_path):
     cfg = {**train_cfg, "steps": 8, "lr": 1e-3 if method == "full" else train_cfg["lr"]}
     model, ctx = _setup(method, cfg, tokenizer, examples)
-    train.fit(model, tokenizer, examples, cfg, 0, hooks=methods.METHODS[method].hooks, ctx=ctx)
+    loop.fit(model, tokenizer, examples, cfg, 0, hooks=registry.METHODS[method].hooks, ctx=ctx)
     ids = _ids(tokenizer)
     trained = _logits(model, ids)
     assert not torch.allclose(trained, _logits(make_llama(vocab_size=1000), ids), atol=1e-3)
-    if methods.METHODS[method].hooks.exports_via_factors:
+    if registry.METHODS[method].hooks.exports_via_factors:
         export.export_adapter(model, tmp_path)
     else:
         model.save_pretrained(tmp_path)
@@ -113,19 +114,20 @@ def test_saved_adapter_loads_in_stock_peft_with_the_same_logits(method, train_cf
 def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokenizer, examples, tmp_path):
     import json
 
-    from lora_tsd import assets, stages
+    from lora_tsd.methods import eva
+    from lora_tsd.pipeline import assets
 
     assets.build_model("tiny-llama", tmp_path / "model", None)
     (tmp_path / "task").mkdir()
     (tmp_path / "task" / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    stages.eva_init(str(tmp_path / "model"), "commonsense170k", tmp_path / "task", 4, train_cfg, tmp_path / "eva.pt",
+    eva.eva_init(str(tmp_path / "model"), "commonsense170k", tmp_path / "task", 4, train_cfg, tmp_path / "eva.pt",
                     n_batches=4)
 
     torch.manual_seed(0)
-    model = methods.attach("eva", make_llama(vocab_size=1000), 4, train_cfg, TARGETS)
-    ctx = train.make_context(tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
+    model = registry.attach("eva", make_llama(vocab_size=1000), 4, train_cfg, TARGETS)
+    ctx = cell.make_context(tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
                              stage_input=str(tmp_path / "eva.pt"))
-    methods.METHODS["eva"].hooks.setup(model, ctx)
+    registry.METHODS["eva"].hooks.setup(model, ctx)
     saved = torch.load(tmp_path / "eva.pt", weights_only=True)
     assert len(saved["state"]) == 2 * len(TARGETS)
     assert saved["stage_s"] > 0 and ctx.timings["init_s"] == saved["stage_s"]  # counted in the cell's train time
@@ -135,5 +137,5 @@ def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokeniz
         assert (layer.lora_B["default"].weight == 0).all()
     ids = _ids(tokenizer)
     torch.testing.assert_close(_logits(model, ids), _logits(make_llama(vocab_size=1000), ids))
-    log = train.fit(model, tokenizer, examples, train_cfg, 0, hooks=methods.METHODS["eva"].hooks, ctx=ctx)
+    log = loop.fit(model, tokenizer, examples, train_cfg, 0, hooks=registry.METHODS["eva"].hooks, ctx=ctx)
     assert sum(log["losses"][-5:]) < 0.7 * sum(log["losses"][:5])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lora_tsd import hub, resources
+from lora_tsd.pipeline import hub, sizing
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = {"tflops": 100, "startup_min": 10, "max_runtime": 1440, "mem_overhead_mb": 6000, "model_params": {}}
@@ -24,47 +24,47 @@ CLUSTER = {"tflops": 100, "startup_min": 10, "max_runtime": 1440, "mem_overhead_
                                         ("HuggingFaceTB/SmolLM2-135M-Instruct", 135e6),
                                         ("Qwen/Qwen2.5-0.5B", 0.5e9), ("microsoft/deberta-v3-base", None)])
 def test_a_model_name_states_its_size(name, count):
-    assert resources._count_from_name(name) == (int(count) if count else None)
+    assert sizing._count_from_name(name) == (int(count) if count else None)
 
 
 def test_a_config_json_gives_the_exact_parameter_count(tmp_path, tiny_model):
     tiny_model.config.save_pretrained(tmp_path)
-    assert resources._count_from_config(tmp_path, "causal") == sum(p.numel() for p in tiny_model.parameters())
+    assert sizing._count_from_config(tmp_path, "causal") == sum(p.numel() for p in tiny_model.parameters())
 
 
 def test_an_unsizable_model_names_the_config_key():
-    with pytest.raises(resources.SizingError, match=r"cluster\.model_params\.org/mystery"):
-        resources.param_count("org/mystery")
-    assert resources.param_count("org/mystery", declared=123) == 123
+    with pytest.raises(sizing.SizingError, match=r"cluster\.model_params\.org/mystery"):
+        sizing.param_count("org/mystery")
+    assert sizing.param_count("org/mystery", declared=123) == 123
 
 
 def test_memory_covers_the_weights_as_loaded_and_grows_on_retry():
     n = 8_030_261_248  # Llama-3-8B
-    first = resources.mem_mb(n, CLUSTER)
+    first = sizing.mem_mb(n, CLUSTER)
     assert first >= n * 4 / 2**20 * 1.5 + 6000 and first % 1000 == 0 and first < 60_000
-    bf16 = resources.mem_mb(n, CLUSTER, bytes_per_weight=resources.load_bytes("auto"))
+    bf16 = sizing.mem_mb(n, CLUSTER, bytes_per_weight=sizing.load_bytes("auto"))
     assert n * 2 / 2**20 * 1.5 + 6000 <= bf16 < first
     # full fine-tuning and encoders load float32 whatever the option says
-    assert resources.load_bytes("auto", trains_weights=True) == resources.load_bytes("bfloat16", kind="encoder") == 4
-    assert first * 1.5 <= resources.mem_mb(n, CLUSTER, attempt=2) <= first * 1.5 + 1000
-    assert resources.mem_mb(n, CLUSTER, attempt=4) == resources.mem_mb(n, CLUSTER, attempt=2)
-    assert resources.mem_mb(n, CLUSTER, tsd=True) > first
+    assert sizing.load_bytes("auto", trains_weights=True) == sizing.load_bytes("bfloat16", kind="encoder") == 4
+    assert first * 1.5 <= sizing.mem_mb(n, CLUSTER, attempt=2) <= first * 1.5 + 1000
+    assert sizing.mem_mb(n, CLUSTER, attempt=4) == sizing.mem_mb(n, CLUSTER, attempt=2)
+    assert sizing.mem_mb(n, CLUSTER, tsd=True) > first
 
 
 def test_runtime_counts_epochs_from_the_built_train_set_and_is_capped(tmp_path):
     (tmp_path / "split.json").write_text(json.dumps({"n_train": 1000}))
     train = {"epochs": 2, "batch_size": 10, "max_length": 100, "val_size": 0}
-    assert resources.train_steps(train, tmp_path) == 200
-    assert resources.train_steps(train, tmp_path, {"init_steps": 0.25}, "lora_init") == 250
+    assert sizing.train_steps(train, tmp_path) == 200
+    assert sizing.train_steps(train, tmp_path, {"init_steps": 0.25}, "lora_init") == 250
     # 6 x 1e9 params x 200 steps x 10 x 100 tokens = 1.2e15 FLOPs; x2 at 1e14/s = 24 s -> 1 min + 10
-    assert resources.train_runtime(int(1e9), train, CLUSTER, tmp_path) == 11
+    assert sizing.train_runtime(int(1e9), train, CLUSTER, tmp_path) == 11
     huge = {"epochs": 3, "batch_size": 16, "max_length": 256}
-    assert resources.train_runtime(int(8e9), huge, CLUSTER) == CLUSTER["max_runtime"]
+    assert sizing.train_runtime(int(8e9), huge, CLUSTER) == CLUSTER["max_runtime"]
 
 
 def test_eval_runtime_grows_with_generated_tokens():
-    short = resources.eval_runtime(int(8e9), 1000, 256, 0, CLUSTER)
-    long = resources.eval_runtime(int(8e9), 1000, 256, 32 * 4, CLUSTER)
+    short = sizing.eval_runtime(int(8e9), 1000, 256, 0, CLUSTER)
+    long = sizing.eval_runtime(int(8e9), 1000, 256, 32 * 4, CLUSTER)
     assert CLUSTER["startup_min"] < short < long
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lora_tsd.config import ConfigError, check
+from lora_tsd.pipeline.config import ConfigError, check
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -81,7 +81,7 @@ def test_paper_presets_build_their_whole_dag_without_network(paths, with_commons
 
 
 def test_glue_preset_gives_each_dataset_its_official_recipe():
-    from lora_tsd.config import cell_train
+    from lora_tsd.pipeline.config import cell_train
 
     cfg = _merged("configs/paper/glue-debertav3-base.yaml")
     cola = cell_train(cfg, "glue", "cola", "lora_dash")
@@ -92,7 +92,7 @@ def test_glue_preset_gives_each_dataset_its_official_recipe():
 
 
 def test_an_override_of_steps_replaces_epochs_and_the_reverse():
-    from lora_tsd.config import merge_train
+    from lora_tsd.pipeline.config import merge_train
 
     assert merge_train({"epochs": 3, "lr": 1}, {"steps": 10}) == {"steps": 10, "lr": 1}
     assert merge_train({"steps": 10, "lr": 1}, {"epochs": 2}, {"lr": 2}) == {"epochs": 2, "lr": 2}
@@ -122,7 +122,7 @@ def _error(**changes) -> str:
 def test_unknown_method_names_key_value_and_allowed():
     msg = _error(methods=["lora", "lorra"])
     assert "methods[1]" in msg and "'lorra'" in msg and "allowed values: " in msg
-    from lora_tsd.methods import METHODS
+    from lora_tsd.methods.registry import METHODS
 
     assert all(name in msg.split("allowed values: ")[1] for name in METHODS)
 

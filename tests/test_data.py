@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from lora_tsd import data
-from lora_tsd.tasks import TASKS
+from lora_tsd.data import encoding, prepare
+from lora_tsd.data.tasks import TASKS
 
 
 def _examples(n):
@@ -12,25 +12,25 @@ def _examples(n):
 
 def test_carve_is_disjoint_deterministic_and_order_free():
     exs = _examples(2000)
-    train, test = data.carve(exs, 0.4, "salt")
+    train, test = prepare.carve(exs, 0.4, "salt")
     assert not {e["query"] for e in train} & {e["query"] for e in test}
     assert len(train) + len(test) == 2000
     assert 0.36 < len(test) / 2000 < 0.44
-    train2, test2 = data.carve(list(reversed(exs)), 0.4, "salt")
+    train2, test2 = prepare.carve(list(reversed(exs)), 0.4, "salt")
     assert sorted(e["query"] for e in test2) == sorted(e["query"] for e in test)
-    _, test3 = data.carve(exs, 0.4, "other-salt")
+    _, test3 = prepare.carve(exs, 0.4, "other-salt")
     assert {e["query"] for e in test3} != {e["query"] for e in test}
 
 
 def test_carve_drops_exact_duplicates():
     exs = _examples(10) + _examples(10)
-    train, test = data.carve(exs, 0.5, "s")
+    train, test = prepare.carve(exs, 0.5, "s")
     assert len(train) + len(test) == 10
 
 
 def test_encode_masks_prompt_and_matches_lm_eval_split(tokenizer):
     ex = {"query": "Question: what colour?\nAnswer:", "choices": ["red", "blue"], "gold": 1}
-    enc = data.encode_example(tokenizer, ex, 64)
+    enc = encoding.encode_example(tokenizer, ex, 64)
     whole = tokenizer(ex["query"] + " blue", add_special_tokens=False)["input_ids"]
     n_ctx = len(tokenizer(ex["query"], add_special_tokens=False)["input_ids"])
     assert enc["input_ids"] == whole
@@ -41,12 +41,12 @@ def test_encode_masks_prompt_and_matches_lm_eval_split(tokenizer):
 
 def test_encode_truncates_from_the_left(tokenizer):
     ex = {"query": "word " * 50, "choices": ["end"], "gold": 0}
-    enc = data.encode_example(tokenizer, ex, 16)
+    enc = encoding.encode_example(tokenizer, ex, 16)
     assert len(enc["input_ids"]) == 16 and enc["labels"][-1] != -100
 
 
 def test_collate_pads_right_and_ignores_padding():
-    batch = data.collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+    batch = encoding.collate_causal([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
                           {"input_ids": [8], "labels": [8]}], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
@@ -92,7 +92,7 @@ def test_task_rows_and_items(task, row, gold, n):
      "option1/option2", "option2"),
 ])
 def test_commonsense170k_rows(task, row, words, answer):
-    out = data.commonsense_row(task, TASKS[task].to_example(row))
+    out = prepare.commonsense_row(task, TASKS[task].to_example(row))
     assert out["instruction"].endswith(f"Answer format: {words}")
     assert out["output"] == f"the correct answer is {answer}" and out["answer"] == answer and out["input"] == ""
     if task == "winogrande":  # one line, as LLM-Adapters writes it
@@ -102,10 +102,10 @@ def test_commonsense170k_rows(task, row, words, answer):
 
 
 def test_alpaca_rows_train_on_the_response_and_its_end_token(tokenizer):
-    from lora_tsd import prompts
+    from lora_tsd.data import prompts
 
     row = {"instruction": "Name a colour.", "input": "", "output": "red"}
-    enc = data.encode_example(tokenizer, row, 256)
+    enc = encoding.encode_example(tokenizer, row, 256)
     prompt = prompts.alpaca("Name a colour.")
     n_ctx = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert prompt.startswith("Below is an instruction") and prompt.endswith("### Response:\n")
@@ -122,15 +122,15 @@ def _task_dir(path, rows):
 
 
 def test_commonsense_train_set_renders_every_task_train_split(tmp_path):
-    from lora_tsd import prompts
+    from lora_tsd.data import prompts
 
     arc = {"question": "Q", "choices": {"text": ["w", "x"], "label": ["A", "B"]}, "answerKey": "B"}
     piqa = {"goal": "G", "sol1": "a", "sol2": "b", "label": 0}
     dirs = {t: _task_dir(tmp_path / t, []) for t in TASKS if TASKS[t].family == "commonsense"}
     dirs["arc_easy"] = _task_dir(tmp_path / "arc", [arc, arc])
     dirs["piqa"] = _task_dir(tmp_path / "pq", [piqa])
-    manifest = data.build_train_set("commonsense170k", "embedded", tmp_path / "out", dirs)
-    rows = data.read_jsonl(tmp_path / "out" / "train.jsonl")
+    manifest = prepare.build_train_set("commonsense170k", "embedded", tmp_path / "out", dirs)
+    rows = prepare.read_jsonl(tmp_path / "out" / "train.jsonl")
     assert manifest["n_train"] == 3 and [r["task"] for r in rows] == ["arc_easy", "arc_easy", "piqa"]
     assert rows[0]["output"] == "the correct answer is answer2" and rows[2]["answer"] == "solution1"
     assert set(rows[0]) >= {"instruction", "input", "output", "answer", "prompt", "response"}
@@ -141,8 +141,8 @@ def test_commonsense_train_set_renders_every_task_train_split(tmp_path):
 
 def test_train_on_inputs_puts_the_loss_on_every_token(tokenizer):
     row = {"prompt": "Question: which?\nAnswer:", "response": " red"}
-    masked = data.encode_example(tokenizer, row, 256)
-    every = data.encode_example(tokenizer, row, 256, train_on_inputs=True)
+    masked = encoding.encode_example(tokenizer, row, 256)
+    every = encoding.encode_example(tokenizer, row, 256, train_on_inputs=True)
     assert masked["input_ids"] == every["input_ids"] and every["labels"] == every["input_ids"]
     assert masked["labels"][0] == -100 and masked["labels"][-1] == every["labels"][-1]
 
@@ -167,4 +167,4 @@ def test_glue_normalisers(task, row, expected):
     ("mnli", "hub", "ignored", "tasks"),  # GLUE always trains on its own task's train split
 ])
 def test_train_set_origin(name, source, override, origin):
-    assert data.train_set_origin(name, source, override) == origin
+    assert prepare.train_set_origin(name, source, override) == origin

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from lora_tsd import evaluation
+from lora_tsd.evaluation import protocols, scoring
 from lora_tsd.tiny import make_llama
 
 
@@ -16,7 +16,7 @@ def _loglik(model, tokenizer, context, continuation):
     return sum(logp[i - 1, whole[i]].item() for i in range(n_ctx, len(whole)))
 
 
-LOGLIK = {**evaluation.DEFAULT_EVAL, "protocols": ["loglik"], "limit": None, "batch_size": 4}
+LOGLIK = {**protocols.DEFAULT_EVAL, "protocols": ["loglik"], "limit": None, "batch_size": 4}
 
 
 def _write(path, rows):
@@ -34,7 +34,7 @@ def _arc_docs(examples):
 def test_lm_eval_accuracy_equals_a_direct_log_likelihood_argmax(tokenizer, examples, tmp_path):
     test_file = _write(tmp_path / "test.jsonl", _arc_docs(examples))
     model = make_llama(vocab_size=1000, seed=7)
-    res = evaluation.score_lm(model, tokenizer, "arc_easy", test_file, LOGLIK, "embedded")["loglik"]
+    res = scoring.score_lm(model, tokenizer, "arc_easy", test_file, LOGLIK, "embedded")["loglik"]
     expected = []
     for ex in examples:
         scores = [_loglik(model, tokenizer, ex["query"], " " + c) for c in ex["choices"]]
@@ -51,7 +51,7 @@ def test_lm_eval_accuracy_equals_a_direct_log_likelihood_argmax(tokenizer, examp
 
 def test_limit_scores_only_the_first_examples(tokenizer, examples, tmp_path):
     test_file = _write(tmp_path / "test.jsonl", _arc_docs(examples))
-    res = evaluation.score_lm(make_llama(vocab_size=1000), tokenizer, "arc_easy", test_file,
+    res = scoring.score_lm(make_llama(vocab_size=1000), tokenizer, "arc_easy", test_file,
                               {**LOGLIK, "limit": 5}, "embedded")
     assert list(res) == ["loglik"] and res["loglik"]["n_test"] == 5
 
@@ -80,15 +80,15 @@ class CannedLM:
 
 
 def test_generative_protocol_scores_the_first_answer_word(tmp_path):
-    rows = evaluation.generative_rows("arc_easy", ARC)
+    rows = protocols.generative_rows("arc_easy", ARC)
     assert rows[0]["prompt"].startswith("Below is an instruction") and "Answer4: z" in rows[0]["prompt"]
     assert [r["answer"] for r in rows] == ["answer1", "answer2", "answer3", "answer4", "answer1", "answer2"]
     texts = ["the correct answer is answer1", "answer2, not answer1", "Answer3",  # wrong case: no match
              "the answer is answer1 or answer4", "no idea", "the correct answer is answer2"]
     replies = {r["prompt"]: t for r, t in zip(rows, texts)}
     rendered = _write(tmp_path / "gen.jsonl", rows)
-    spec = evaluation.generative_yaml("arc_easy", rendered, evaluation.DEFAULT_EVAL)
-    res = evaluation.lm_eval_run(CannedLM(replies), {"generative": spec}, None, tmp_path)
+    spec = protocols.generative_yaml("arc_easy", rendered, protocols.DEFAULT_EVAL)
+    res = scoring.lm_eval_run(CannedLM(replies), {"generative": spec}, None, tmp_path)
     # first answer words: answer1 (right), answer2 (right), none, answer1 (wrong), none, answer2 (right)
     assert res["generative"]["metrics"]["acc"] == pytest.approx(3 / 6)
     assert res["generative"]["n_test"] == 6
@@ -100,12 +100,12 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tokenizer, num_beam
     from lm_eval.api.instance import Instance
 
     model = make_llama(vocab_size=1000, seed=3)
-    prompts = [r["prompt"] for r in evaluation.generative_rows("arc_easy", ARC)]
+    prompts = [r["prompt"] for r in protocols.generative_rows("arc_easy", ARC)]
     prompts[1] = prompts[1].replace("item 1", "a much longer item number one, with padding needed")
     kwargs = {"until": [], "do_sample": False, "num_beams": num_beams, "max_gen_toks": 8}
 
     def generate(batch_size):
-        lm = evaluation.hflm(model, tokenizer, batch_size)
+        lm = scoring.hflm(model, tokenizer, batch_size)
         reqs = [Instance("generate_until", {}, (p, dict(kwargs)), i) for i, p in enumerate(prompts)]
         return lm.generate_until(reqs)
 

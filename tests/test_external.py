@@ -7,7 +7,8 @@ import subprocess
 import pytest
 import yaml
 
-from lora_tsd import config, contract, train
+from lora_tsd.pipeline import config, contract
+from lora_tsd.training import cell
 
 from test_workflow import ROOT, SMOKE, _cmd, _env, _snakemake
 
@@ -63,11 +64,11 @@ def test_a_missing_adapter_is_named(tmp_path, adapter, named):
 def test_the_built_in_training_meets_the_contract(tmp_path, tokenizer, examples, train_cfg, monkeypatch):
     from lora_tsd.tiny import make_llama
 
-    monkeypatch.setattr(train.models, "load_causal_lm", lambda src, dtype=None: (make_llama(vocab_size=1000), tokenizer))
+    monkeypatch.setattr(cell.models, "load_causal_lm", lambda src, dtype=None: (make_llama(vocab_size=1000), tokenizer))
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    train.run("tiny-llama", "unused", "commonsense170k", data, "lora_dash", 4, 0, {**train_cfg, "steps": 4},
+    cell.run("tiny-llama", "unused", "commonsense170k", data, "lora_dash", 4, 0, {**train_cfg, "steps": 4},
               tmp_path / "run" / "adapter", tmp_path / "run" / "train.json", tsd_cfg={"dash_t": 2, "dash_s": 2})
     contract.check_run(tmp_path / "run", {**CELL, "method": "lora_dash"}, "train")
 

@@ -10,8 +10,11 @@ import uuid
 import pytest
 import torch
 
-from lora_tsd import aggregate, evaluation, faults, train
+from lora_tsd import faults
+from lora_tsd.aggregate import tables
+from lora_tsd.evaluation import scoring
 from lora_tsd.tiny import make_llama
+from lora_tsd.training import cell, loop
 
 TSD = {"dash_t": 3, "dash_s": 2, "svd_dtype": "float32"}
 
@@ -22,13 +25,13 @@ def _cell(tmp_path, tokenizer, examples, cfg, method="lora", monkeypatch=None, n
     data_dir.mkdir(exist_ok=True)
     (data_dir / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     run_dir = tmp_path / name
-    return train.run("tiny-llama", "unused", "commonsense170k", data_dir, method, 4, 0, cfg, run_dir / "adapter",
+    return cell.run("tiny-llama", "unused", "commonsense170k", data_dir, method, 4, 0, cfg, run_dir / "adapter",
                      run_dir / "train.json", tsd_cfg=TSD), run_dir
 
 
 @pytest.fixture
 def tiny_base(monkeypatch, tokenizer):
-    monkeypatch.setattr(train.models, "load_causal_lm", lambda src, dtype=None: (make_llama(vocab_size=1000), tokenizer))
+    monkeypatch.setattr(cell.models, "load_causal_lm", lambda src, dtype=None: (make_llama(vocab_size=1000), tokenizer))
 
 
 # --- divergence
@@ -36,14 +39,14 @@ def tiny_base(monkeypatch, tokenizer):
 def test_a_non_finite_loss_stops_the_cell_and_is_recorded(tiny_base, tokenizer, examples, train_cfg, tmp_path,
                                                            monkeypatch):
     calls = {"n": 0}
-    real = train.batch_loss
+    real = loop.batch_loss
 
     def poisoned(model, batch, fmt):  # step 4's loss overflows, as bf16 can on a GPU
         calls["n"] += 1
         loss = real(model, batch, fmt)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(train, "batch_loss", poisoned)
+    monkeypatch.setattr(loop, "batch_loss", poisoned)
     cfg = {**train_cfg, "steps": 10}
     metrics, run_dir = _cell(tmp_path, tokenizer, examples, cfg)
     assert metrics["diverged"]["step"] == 4 and math.isnan(metrics["diverged"]["loss"])
@@ -52,14 +55,14 @@ def test_a_non_finite_loss_stops_the_cell_and_is_recorded(tiny_base, tokenizer, 
     assert metrics["loss_flag"] is None
 
     # its evaluation reports the divergence instead of a score ...
-    record = evaluation.run("tiny-llama", "unused", "arc_easy", tmp_path / "none.jsonl", run_dir / "adapter",
+    record = scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "none.jsonl", run_dir / "adapter",
                             {"batch_size": 8, "limit": None, "protocols": ["loglik"]},
                             tmp_path / "eval.json", {"method": "lora", "rank": 4, "seed": 0, "train": metrics})
     assert record["results"] == {} and record["diverged"]["step"] == 4
     # ... and the table shows it in that cell's place, with no average over the tasks that remain
     ok = _eval_record(tmp_path / "ok.json", "piqa", 0.5, seed=0)
     base = _eval_record(tmp_path / "base.json", "arc_easy", 0.4, method="base")
-    aggregate.write([tmp_path / "eval.json", ok, base], {}, {"commit": "c", "config_hash": "h", "data": "d"},
+    tables.write([tmp_path / "eval.json", ok, base], {}, {"commit": "c", "config_hash": "h", "data": "d"},
                     tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
     md = re.sub(r" +", " ", (tmp_path / "lb.md").read_text())
     assert ("| tiny-llama | lora | 4 | 1 | diverged (step 4, seed 0) | diverged (step 4, seed 0) | 50.00 | 50.00 |"
@@ -99,7 +102,7 @@ def test_loss_flags():
 def test_a_flagged_method_is_marked_in_the_table(tmp_path):
     files = [_eval_record(tmp_path / "a.json", "piqa", 0.5, seed=0, flag="no_decrease"),
              _eval_record(tmp_path / "b.json", "piqa", 0.6, seed=1)]
-    aggregate.write(files, {}, {"commit": "c", "config_hash": "h", "data": "d"}, tmp_path / "lb.md",
+    tables.write(files, {}, {"commit": "c", "config_hash": "h", "data": "d"}, tmp_path / "lb.md",
                     tmp_path / "lb.csv", tmp_path / "lb.json")
     md = (tmp_path / "lb.md").read_text()
     assert "| lora †" in md and "† The training loss did not learn: lora r4 seed 0: its last losses" in md
@@ -112,7 +115,7 @@ def test_out_of_memory_in_training_names_the_cell_s_levers(tiny_base, tokenizer,
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train, "fit", oom)
+    monkeypatch.setattr(cell, "fit", oom)
     with pytest.raises(faults.OutOfMemory) as err:
         _cell(tmp_path, tokenizer, examples, {**train_cfg, "micro_batch_size": 2})
     msg = str(err.value)
@@ -126,9 +129,9 @@ def test_out_of_memory_in_scoring_names_eval_batch_size(tmp_path, monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(evaluation, "score", oom)
+    monkeypatch.setattr(scoring, "score", oom)
     with pytest.raises(faults.OutOfMemory, match=r"eval.batch_size \(now 16\)"):
-        evaluation.run("tiny-llama", "unused", "arc_easy", tmp_path / "t.jsonl", None, {"batch_size": 16, "limit": 5},
+        scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "t.jsonl", None, {"batch_size": 16, "limit": 5},
                        tmp_path / "eval.json", {"method": "base"})
     assert not (tmp_path / "eval.json").exists()
 
@@ -146,7 +149,7 @@ def test_the_same_cell_twice_gives_identical_losses_and_scores(tiny_base, tokeni
     test_file = tmp_path / "test.jsonl"
     test_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
     cfg_eval = {"batch_size": 8, "limit": None, "protocols": ["loglik"]}
-    scores = [evaluation.run("tiny-llama", "unused", "arc_easy", test_file, d / "adapter", cfg_eval,
+    scores = [scoring.run("tiny-llama", "unused", "arc_easy", test_file, d / "adapter", cfg_eval,
                              tmp_path / f"{d.name}.json", {"method": "lora_dash"})["results"] for d in (dir1, dir2)]
     assert scores[0] == scores[1] and scores[0]["loglik"]["n_test"] == len(docs)
 
@@ -187,12 +190,12 @@ def test_a_full_disk_leaves_no_partial_result_and_a_rerun_with_space_succeeds(sm
     (data_dir / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     run_dir = small_disk / "cell"
 
-    def cell():
-        return train.run("tiny-llama", "unused", "commonsense170k", data_dir, "lora", 4, 0, cfg,
+    def train_cell():
+        return cell.run("tiny-llama", "unused", "commonsense170k", data_dir, "lora", 4, 0, cfg,
                          run_dir / "adapter", run_dir / "train.json", tsd_cfg=TSD)
 
     with pytest.raises(Exception, match="No space left"):  # OSError, or safetensors' error wrapping it
-        cell()  # the adapter (~25 KB) does not fit
+        train_cell()  # the adapter (~25 KB) does not fit
     assert _visible(small_disk) == ["cell"]  # no adapter, no train.json, no temp folder left behind
 
     docs = [{"id": "0", "question": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "A"}]
@@ -200,21 +203,21 @@ def test_a_full_disk_leaves_no_partial_result_and_a_rerun_with_space_succeeds(sm
     eval_cfg = {"batch_size": 8, "limit": None, "protocols": ["loglik"]}
     _fill(small_disk)
     with pytest.raises(OSError, match="No space left"):
-        evaluation.run("tiny-llama", "unused", "arc_easy", tmp_path / "test.jsonl", None, eval_cfg,
+        scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "test.jsonl", None, eval_cfg,
                        run_dir / "eval" / "arc_easy.json", {"method": "base"})
     ok = _eval_record(tmp_path / "ok.json", "arc_easy", 0.5, seed=0)
     with pytest.raises(OSError, match="No space left"):
-        aggregate.write([ok], {}, {"commit": "c", "config_hash": "h", "data": "d"}, small_disk / "lb.md",
+        tables.write([ok], {}, {"commit": "c", "config_hash": "h", "data": "d"}, small_disk / "lb.md",
                         small_disk / "lb.csv", small_disk / "lb.json")
     assert _visible(small_disk) in (["cell"], ["cell", "cell/eval"])  # nothing a reader could take for finished
 
     (small_disk / "filler").unlink()
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
-    metrics = cell()
+    metrics = train_cell()
     assert len(metrics["losses"]) == 3 and (run_dir / "adapter" / "adapter_model.safetensors").exists()
-    record = evaluation.run("tiny-llama", "unused", "arc_easy", tmp_path / "test.jsonl", run_dir / "adapter",
+    record = scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "test.jsonl", run_dir / "adapter",
                             eval_cfg, run_dir / "eval" / "arc_easy.json", {"method": "lora"})
     assert record["results"]["loglik"]["n_test"] == 1
-    aggregate.write([run_dir / "eval" / "arc_easy.json"], {}, {"commit": "c", "config_hash": "h", "data": "d"},
+    tables.write([run_dir / "eval" / "arc_easy.json"], {}, {"commit": "c", "config_hash": "h", "data": "d"},
                     small_disk / "lb.md", small_disk / "lb.csv", small_disk / "lb.json")
     assert (small_disk / "lb.md").read_text().startswith("# Leaderboard")

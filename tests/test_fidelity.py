@@ -12,8 +12,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from lora_tsd import data, evaluation, prompts
-from lora_tsd.tasks import TASKS, TRAIN_SETS
+from lora_tsd.data import prepare, prompts
+from lora_tsd.data.tasks import TASKS, TRAIN_SETS
+from lora_tsd.evaluation import protocols
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROWS = json.loads((FIXTURES / "llm_adapters" / "rows.json").read_text())
@@ -30,8 +31,8 @@ def test_every_commonsense_task_has_fixture_rows_built_from_raw_rows():
 def test_generative_rows_rebuild_llm_adapters_test_rows_byte_for_byte(task, i):
     fixture = ROWS["test"][task][i]
     doc = TASKS[task].to_example(fixture["raw"])
-    assert data.commonsense_row(task, doc) == fixture["llm_adapters"]
-    assert evaluation.generative_rows(task, [doc]) == [{"prompt": fixture["prompt"],
+    assert prepare.commonsense_row(task, doc) == fixture["llm_adapters"]
+    assert protocols.generative_rows(task, [doc]) == [{"prompt": fixture["prompt"],
                                                          "answer": fixture["llm_adapters"]["answer"]}]
 
 
@@ -53,7 +54,7 @@ def test_answer_extraction_equals_llm_adapters_extract_answer(case):
     from lm_eval.filters.extraction import RegexFilter
 
     task = _dataset_to_task(case["dataset"])
-    spec = evaluation.generative_yaml(task, "unused.jsonl", evaluation.DEFAULT_EVAL)
+    spec = protocols.generative_yaml(task, "unused.jsonl", protocols.DEFAULT_EVAL)
     regex = spec["filter_list"][0]["filter"][0]
     kept = RegexFilter(regex["regex_pattern"], regex["group_select"], regex["fallback"]).apply(
         [[case["sentence"]]], [{}])
@@ -82,14 +83,14 @@ def test_offline_loglik_task_builds_the_requests_lm_eval_s_own_task_builds(task,
     docs = [TASKS[task].to_example(r["raw"]) for r in ROWS["test"][task] if r.get("raw")]
     test_file = tmp_path / "test.jsonl"
     test_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    spec = evaluation.task_yaml(task, test_file)
+    spec = protocols.task_yaml(task, test_file)
     import yaml
 
     (tmp_path / "local.yaml").write_text(yaml.safe_dump(spec))
     ours = TaskManager(include_path=str(tmp_path)).load([spec["task"]])["tasks"][spec["task"]]
 
     # The standard task, built by lm-eval from its own config, reading the same rows "from the hub".
-    cfg = evaluation.lm_eval_config(task)[1]
+    cfg = protocols.lm_eval_config(task)[1]
     real_load = datasets.load_dataset
 
     def hub(path=None, name=None, **kwargs):
@@ -112,7 +113,7 @@ def test_winogrande_loglik_is_lm_eval_s_partial_scoring(tmp_path):
     doc = TASKS["winogrande"].to_example({"sentence": "Sam beat Max so _ won the cup.", "option1": "Sam",
                                           "option2": "Max", "answer": "1"})
     (tmp_path / "t.jsonl").write_text(json.dumps(doc) + "\n")
-    spec = evaluation.task_yaml("winogrande", tmp_path / "t.jsonl")
+    spec = protocols.task_yaml("winogrande", tmp_path / "t.jsonl")
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(spec))
     task = TaskManager(include_path=str(tmp_path)).load([spec["task"]])["tasks"][spec["task"]]
     args = [a for _, a, _ in _instances(task)]
@@ -129,7 +130,7 @@ def test_hub_source_is_the_one_lm_eval_s_task_reads(task, task_manager):
     import lm_eval.tasks
 
     assert Path(entry.yaml_path).resolve() == (Path(lm_eval.tasks.__file__).parent / spec.lm_eval_yaml).resolve()
-    cfg = evaluation.lm_eval_config(task)[1]
+    cfg = protocols.lm_eval_config(task)[1]
     assert (spec.hub.path, spec.hub.name) == (cfg["dataset_path"], cfg.get("dataset_name"))
     assert spec.hub.train_split == cfg["training_split"]
     assert spec.hub.test_split == (cfg.get("test_split") or cfg["validation_split"])

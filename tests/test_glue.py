@@ -5,8 +5,12 @@ import json
 import pytest
 import torch
 
-from lora_tsd import assets, evaluation, export, methods, models, train
-from lora_tsd.dash import lora_layers
+from lora_tsd import models
+from lora_tsd.evaluation import protocols, scoring
+from lora_tsd.methods import export, registry
+from lora_tsd.methods.export import lora_layers
+from lora_tsd.pipeline import assets
+from lora_tsd.training import cell, loop
 
 WORDS = ["wonderful", "moving", "dull", "terrible"]
 # A learnable rule: positive words -> 1, negative words -> 0.
@@ -27,18 +31,18 @@ def bert_dir(tmp_path_factory):
 
 
 def _setup(method, bert_dir, train_set="sst2", rows=ROWS, rank=4):
-    base, tokenizer, extra = train.load_base(str(bert_dir), train_set, seed=0)
-    model = methods.attach(method, base, rank, CFG, models.target_modules(base), **extra)
-    ctx = train.make_context(tokenizer, rows, CFG, dict(TSD), 0, torch.device("cpu"), None, None, fmt="classification")
-    methods.METHODS[method].hooks.setup(model, ctx)
+    base, tokenizer, extra = models.load_for_training(str(bert_dir), train_set, seed=0)
+    model = registry.attach(method, base, rank, CFG, models.target_modules(base), **extra)
+    ctx = cell.make_context(tokenizer, rows, CFG, dict(TSD), 0, torch.device("cpu"), None, None, fmt="classification")
+    registry.METHODS[method].hooks.setup(model, ctx)
     return model, tokenizer, ctx
 
 
 def _logits(model, tokenizer, rows):
-    from lora_tsd import data
+    from lora_tsd.data import encoding
 
-    enc = [data.encode_classification(tokenizer, r, 32) for r in rows]
-    batch = data.collate_classification(enc, tokenizer.pad_token_id)
+    enc = [encoding.encode_classification(tokenizer, r, 32) for r in rows]
+    batch = encoding.collate_classification(enc, tokenizer.pad_token_id)
     batch.pop("labels")
     with torch.no_grad():
         return model(**batch).logits
@@ -48,7 +52,7 @@ def test_classifier_head_trains_beside_the_adapter_and_base_stays_frozen(bert_di
     model, tokenizer, ctx = _setup("lora", bert_dir)
     head_before = {n: p.detach().clone() for n, p in model.named_parameters() if "classifier" in n and p.requires_grad}
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    log = train.fit(model, tokenizer, ROWS, CFG, 0, fmt="classification")
+    log = loop.fit(model, tokenizer, ROWS, CFG, 0, fmt="classification")
     assert head_before and all("modules_to_save" in n for n in head_before)
     assert log["losses"][-1] < 0.5 * log["losses"][0]
     params = dict(model.named_parameters())
@@ -61,9 +65,9 @@ def test_classifier_head_trains_beside_the_adapter_and_base_stays_frozen(bert_di
 def test_regression_head_uses_mse_on_float_labels(bert_dir):
     model, tokenizer, _ = _setup("lora", bert_dir, train_set="stsb", rows=PAIRS)
     assert model.config.problem_type == "regression" and model.config.num_labels == 1
-    from lora_tsd import data
+    from lora_tsd.data import encoding
 
-    batch = data.collate_classification([data.encode_classification(tokenizer, r, 32) for r in PAIRS[:4]],
+    batch = encoding.collate_classification([encoding.encode_classification(tokenizer, r, 32) for r in PAIRS[:4]],
                                         tokenizer.pad_token_id)
     assert batch["labels"].dtype == torch.float32
     with torch.no_grad():
@@ -76,8 +80,8 @@ def test_exported_adapter_with_head_loads_in_stock_peft_with_the_same_logits(ber
     from peft import PeftModel
 
     model, tokenizer, ctx = _setup(method, bert_dir)
-    train.fit(model, tokenizer, ROWS, CFG, 0, hooks=methods.METHODS[method].hooks, ctx=ctx, fmt="classification")
-    if methods.METHODS[method].hooks.exports_via_factors:
+    loop.fit(model, tokenizer, ROWS, CFG, 0, hooks=registry.METHODS[method].hooks, ctx=ctx, fmt="classification")
+    if registry.METHODS[method].hooks.exports_via_factors:
         export.export_adapter(model, tmp_path)
     else:
         model.save_pretrained(tmp_path)
@@ -91,12 +95,12 @@ def test_exported_adapter_with_head_loads_in_stock_peft_with_the_same_logits(ber
 
 def test_glue_scoring_matches_direct_predictions(bert_dir, tmp_path):
     model, tokenizer, _ = _setup("lora", bert_dir)
-    train.fit(model, tokenizer, ROWS, {**CFG, "steps": 3}, 0, fmt="classification")
+    loop.fit(model, tokenizer, ROWS, {**CFG, "steps": 3}, 0, fmt="classification")
     merged = model.merge_and_unload().eval()
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:20]))
-    cfg = {**evaluation.DEFAULT_EVAL, "limit": None, "batch_size": 6}
-    res = evaluation.score_glue(merged, tokenizer, "mrpc", test, cfg)["glue"]
+    cfg = {**protocols.DEFAULT_EVAL, "limit": None, "batch_size": 6}
+    res = scoring.score_glue(merged, tokenizer, "mrpc", test, cfg)["glue"]
     preds = _logits(merged, tokenizer, ROWS[:20]).argmax(-1).tolist()
     gold = [r["label"] for r in ROWS[:20]]
     tp = sum(p == g == 1 for p, g in zip(preds, gold))
@@ -113,13 +117,13 @@ def test_glue_scoring_matches_direct_predictions(bert_dir, tmp_path):
 
 
 def test_mnli_scores_matched_and_mismatched_separately(bert_dir, tmp_path):
-    base, tokenizer, _ = train.load_base(str(bert_dir), "mnli", seed=0)
+    base, tokenizer, _ = models.load_for_training(str(bert_dir), "mnli", seed=0)
     rows = [{**r, "label": r["label"] + (i % 2), "subset": ["matched", "mismatched"][i % 2]}
             for i, r in enumerate(ROWS[:12])]
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = evaluation.score_glue(base.eval(), tokenizer, "mnli", test,
-                                {**evaluation.DEFAULT_EVAL, "limit": None, "batch_size": 4})["glue"]
+    res = scoring.score_glue(base.eval(), tokenizer, "mnli", test,
+                                {**protocols.DEFAULT_EVAL, "limit": None, "batch_size": 4})["glue"]
     preds = _logits(base.eval(), tokenizer, rows).argmax(-1).tolist()
     for subset in ("matched", "mismatched"):
         idx = [i for i, r in enumerate(rows) if r["subset"] == subset]
@@ -129,13 +133,13 @@ def test_mnli_scores_matched_and_mismatched_separately(bert_dir, tmp_path):
 
 @pytest.mark.parametrize("method", ["lora_init", "lora_tsd"])
 def test_lora_init_warmup_leaves_the_classifier_head_as_it_found_it(method, bert_dir):
-    base, tokenizer, extra = train.load_base(str(bert_dir), "sst2", seed=0)
-    model = methods.attach(method, base, 4, CFG, models.target_modules(base), **extra)
+    base, tokenizer, extra = models.load_for_training(str(bert_dir), "sst2", seed=0)
+    model = registry.attach(method, base, 4, CFG, models.target_modules(base), **extra)
     head = {n: p.detach().clone() for n, p in model.named_parameters()
             if p.requires_grad and "lora_" not in n}
     assert head and all("modules_to_save" in n for n in head)
-    ctx = train.make_context(tokenizer, ROWS, CFG, dict(TSD), 0, torch.device("cpu"), None, None, fmt="classification")
-    methods.METHODS[method].hooks.setup(model, ctx)
+    ctx = cell.make_context(tokenizer, ROWS, CFG, dict(TSD), 0, torch.device("cpu"), None, None, fmt="classification")
+    registry.METHODS[method].hooks.setup(model, ctx)
     params = dict(model.named_parameters())
     assert all(torch.equal(params[n], v) for n, v in head.items())
     assert ctx.timings["init_s"] > 0 and ctx.timings["init_steps"] == TSD["init_steps"]

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from lora_tsd import metrics
+from lora_tsd.evaluation import metrics
 
 PREDS = [1, 0, 1, 1, 0, 1, 0, 0, 1, 1]
 REFS = [1, 0, 0, 1, 0, 1, 1, 0, 1, 0]

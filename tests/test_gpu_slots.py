@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from lora_tsd import gpu_slots
+from lora_tsd.pipeline import gpu_slots
 
 HOLD = """
 import os, sys, time
-from lora_tsd import gpu_slots
+from lora_tsd.pipeline import gpu_slots
 device, lock = gpu_slots.claim(sys.argv[1], wait_s=float(sys.argv[2]), poll_s=0.05)
 print(device, os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 time.sleep(float(sys.argv[3]))

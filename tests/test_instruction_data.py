@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_tsd import ifeval
-from lora_tsd.instruction_data import make_data as md
+from lora_tsd.data.instruction_data import make_data as md
+from lora_tsd.evaluation import ifeval
 
 DATA_DIR = Path(md.__file__).parent
 
@@ -166,7 +166,7 @@ def test_ifeval_import_never_downloads(tmp_path):
     code = ("import nltk, sys\n"
             "def boom(*a, **k): raise SystemExit('nltk.download called')\n"
             "nltk.download = boom\n"
-            "from lora_tsd import ifeval\n"
+            "from lora_tsd.evaluation import ifeval\n"
             "print(ifeval.check('all lowercase english words here about rivers.', "
             "['change_case:english_lowercase'], [{}], 'p'))\n")
     env = dict(os.environ, NLTK_DATA=str(tmp_path / "nltk"), HF_HUB_OFFLINE="1")

@@ -3,8 +3,9 @@ import pytest
 import torch
 from peft import PeftModel
 
-from lora_tsd import checkpoint, dash, export, methods, train
+from lora_tsd.methods import dash, export, registry
 from lora_tsd.tiny import make_llama
+from lora_tsd.training import cell, checkpoint, loop
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 TSD_CFG = {"dash_t": 10, "dash_s": 4, "init_estimate": "warmup", "init_steps": 5,
@@ -13,19 +14,19 @@ TSD_CFG = {"dash_t": 10, "dash_s": 4, "init_estimate": "warmup", "init_steps": 5
 
 def _model(method, cfg, rank=4, seed=0):
     torch.manual_seed(seed)
-    return methods.attach(method, make_llama(vocab_size=1000), rank, cfg, TARGETS)
+    return registry.attach(method, make_llama(vocab_size=1000), rank, cfg, TARGETS)
 
 
 def _setup(method, cfg, tokenizer, examples, tsd_cfg=TSD_CFG, cache=None, rank=4):
     model = _model(method, cfg, rank)
-    ctx = train.make_context(tokenizer, examples, cfg, dict(tsd_cfg), 0, torch.device("cpu"), None, cache)
-    methods.METHODS[method].hooks.setup(model, ctx)
+    ctx = cell.make_context(tokenizer, examples, cfg, dict(tsd_cfg), 0, torch.device("cpu"), None, cache)
+    registry.METHODS[method].hooks.setup(model, ctx)
     return model, ctx
 
 
 def _train(method, cfg, tokenizer, examples, **kw):
     model, ctx = _setup(method, cfg, tokenizer, examples, **kw)
-    log = train.fit(model, tokenizer, examples, cfg, 0, hooks=methods.METHODS[method].hooks, ctx=ctx)
+    log = loop.fit(model, tokenizer, examples, cfg, 0, hooks=registry.METHODS[method].hooks, ctx=ctx)
     return model.eval(), ctx, log
 
 
@@ -50,14 +51,14 @@ def test_dash_equals_lora_exactly_before_the_switch(train_cfg, tokenizer, exampl
 def test_dash_output_does_not_move_at_the_switch_and_moves_after(train_cfg, tokenizer, examples):
     cfg = {**train_cfg, "steps": 6}
     model, ctx = _setup("lora_dash", cfg, tokenizer, examples)
-    train.fit(model, tokenizer, examples, cfg, 0)  # pre-launch only (no hooks)
+    loop.fit(model, tokenizer, examples, cfg, 0)  # pre-launch only (no hooks)
     ids = _logits(model, _ids(tokenizer))
     assert not dash.is_active(model)
     dash.switch(model, ctx.svd_of, export.effective_factors)
     assert dash.is_active(model)
     torch.testing.assert_close(_logits(model, _ids(tokenizer)), ids, rtol=0, atol=0)
     d_before = [l.lora_dash["default"].d.clone() for _, l in dash.lora_layers(model)]
-    train.fit(model, tokenizer, examples, {**cfg, "steps": 3}, 1)
+    loop.fit(model, tokenizer, examples, {**cfg, "steps": 3}, 1)
     d_after = [l.lora_dash["default"].d for _, l in dash.lora_layers(model)]
     assert all((b == 0).all() for b in d_before) and any((a != 0).any() for a in d_after)
 
@@ -73,11 +74,11 @@ def test_dash_forward_reads_no_tensor_flag_and_the_flag_survives_a_checkpoint(tr
     cfg = {**train_cfg, "steps": 4}
     model, ctx = _setup("lora_dash", cfg, tokenizer, examples)
     dash.switch(model, ctx.svd_of, export.effective_factors)
-    saved = train.adapter_state(model)
+    saved = checkpoint.adapter_state(model)
     for _, layer in dash.lora_layers(model):
         state = layer.lora_dash["default"]
         state.active = torch.ones((), dtype=torch.bool).as_subclass(_NoSync)
-    log = train.fit(model, tokenizer, examples, cfg, 0)  # forward and backward, dash term on
+    log = loop.fit(model, tokenizer, examples, cfg, 0)  # forward and backward, dash term on
     assert len(log["losses"]) == 4
     fresh, _ = _setup("lora_dash", cfg, tokenizer, examples)
     assert not dash.is_active(fresh)
@@ -98,14 +99,14 @@ def test_dash_selects_the_top_change_rate_directions(train_cfg, tokenizer, examp
 
 
 def test_trainable_parameter_counts_match_formulas(train_cfg, tokenizer, examples):
-    lora_count = methods.trainable_parameters(_model("lora", train_cfg))
+    lora_count = registry.trainable_parameters(_model("lora", train_cfg))
     n_matrices = 2 * len(TARGETS)  # 2 layers
     dash_model, _ = _setup("lora_dash", train_cfg, tokenizer, examples)
     tsd_model, _ = _setup("lora_tsd", train_cfg, tokenizer, examples)
     init_model, _ = _setup("lora_init", train_cfg, tokenizer, examples)
-    assert methods.trainable_parameters(dash_model) == lora_count + 4 * n_matrices
-    assert methods.trainable_parameters(tsd_model) == lora_count + 4 * n_matrices
-    assert methods.trainable_parameters(init_model) == lora_count
+    assert registry.trainable_parameters(dash_model) == lora_count + 4 * n_matrices
+    assert registry.trainable_parameters(tsd_model) == lora_count + 4 * n_matrices
+    assert registry.trainable_parameters(init_model) == lora_count
     buffers = [n for n, _ in dash_model.named_buffers() if "lora_dash" in n]
     assert buffers and not any("U_S" in n for n, p in dash_model.named_parameters())
 
@@ -117,7 +118,7 @@ def test_merged_unmerged_and_exported_logits_agree(method, train_cfg, tokenizer,
     ids = _ids(tokenizer)
     unmerged = _logits(model, ids)
     assert not torch.allclose(unmerged, _logits(make_llama(vocab_size=1000), ids), atol=1e-3)
-    if methods.METHODS[method].hooks.exports_via_factors:
+    if registry.METHODS[method].hooks.exports_via_factors:
         info = export.export_adapter(model, tmp_path)
         extra = {"lora": 0, "lora_dash": 4, "lora_init": 4, "lora_tsd": 8}[method]
         assert info["export_rank"] == 4 + extra
@@ -168,16 +169,16 @@ def test_every_lora_init_option_trains(tsd_cfg, train_cfg, tokenizer, examples):
 def test_resume_across_the_switch_gives_the_same_losses(method, train_cfg, tokenizer, examples, tmp_path):
     cfg = {**train_cfg, "steps": 16, "checkpoint_every": 4}
     tsd_cfg = {**TSD_CFG, "dash_t": 6}
-    hooks = methods.METHODS[method].hooks
+    hooks = registry.METHODS[method].hooks
     model, ctx = _setup(method, cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
-    full = train.fit(model, tokenizer, examples, cfg, 0, hooks=hooks, ctx=ctx)
+    full = loop.fit(model, tokenizer, examples, cfg, 0, hooks=hooks, ctx=ctx)
 
     ckpt = tmp_path / "state.pt"
     first, ctx1 = _setup(method, cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
-    train.fit(first, tokenizer, examples, cfg, 0, ckpt=ckpt, stop_after=9, hooks=hooks, ctx=ctx1)
+    loop.fit(first, tokenizer, examples, cfg, 0, ckpt=ckpt, stop_after=9, hooks=hooks, ctx=ctx1)
     torch.manual_seed(99)
     second, ctx2 = _setup(method, cfg, tokenizer, examples, tsd_cfg=tsd_cfg)
-    resumed = train.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
+    resumed = loop.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
     assert resumed["resumed_from_step"] == 9
     assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-5, abs=1e-6)
     assert ctx2.analysis["switch"].keys() == ctx.analysis["switch"].keys()
@@ -199,15 +200,15 @@ def test_svd_cache_is_reused_across_runs(train_cfg, tokenizer, examples, tmp_pat
 def test_lora_init_resume_rebuilds_w_from_the_checkpoint_and_never_reselects(train_cfg, tokenizer, examples,
                                                                              tmp_path):
     cfg = {**train_cfg, "steps": 10, "checkpoint_every": 4}
-    hooks = methods.METHODS["lora_init"].hooks
+    hooks = registry.METHODS["lora_init"].hooks
     model, ctx = _setup("lora_init", cfg, tokenizer, examples)
-    full = train.fit(model, tokenizer, examples, cfg, 0, hooks=hooks, ctx=ctx)
+    full = loop.fit(model, tokenizer, examples, cfg, 0, hooks=hooks, ctx=ctx)
 
     ckpt = tmp_path / "state.pt"
     first, ctx1 = _setup("lora_init", cfg, tokenizer, examples)
-    train.fit(first, tokenizer, examples, cfg, 0, ckpt=ckpt, stop_after=4, hooks=hooks, ctx=ctx1)
+    loop.fit(first, tokenizer, examples, cfg, 0, ckpt=ckpt, stop_after=4, hooks=hooks, ctx=ctx1)
     second = _model("lora_init", cfg)
-    ctx2 = train.make_context(tokenizer, examples, cfg, dict(TSD_CFG), 0, torch.device("cpu"), None, None)
+    ctx2 = cell.make_context(tokenizer, examples, cfg, dict(TSD_CFG), 0, torch.device("cpu"), None, None)
 
     def no_warmup(*_):
         raise AssertionError("a resumed LoRA-Init must not re-run its warm-up")
@@ -215,7 +216,7 @@ def test_lora_init_resume_rebuilds_w_from_the_checkpoint_and_never_reselects(tra
     ctx2.warmup = no_warmup
     ctx2.resume = checkpoint.read_checkpoint(ckpt)
     hooks.setup(second, ctx2)
-    resumed = train.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
+    resumed = loop.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
     assert resumed["resumed_from_step"] == 4
     assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-5, abs=1e-6)
     for (n, a), (_, b) in zip(dash.lora_layers(model), dash.lora_layers(second)):

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib import image
 
-from lora_tsd.aggregate import plots
+from lora_tsd.aggregate import analysis
+from lora_tsd.aggregate.figures import comparison, curves, directions, draw
 
 N_DIRS = 16  # singular directions per synthetic matrix
 
@@ -87,36 +88,36 @@ def test_pareto_front_known_set():
     params = [10, 20, 30, 40, 15, 20]
     scores = [50, 60, 55, 70, 45, 58]
     # (30, 55) is beaten by (20, 60); (15, 45) by (10, 50); (20, 58) by (20, 60).
-    assert plots.pareto_front(params, scores) == [0, 1, 3]
-    assert plots.pareto_front([5], [1.0]) == [0]
+    assert comparison.pareto_front(params, scores) == [0, 1, 3]
+    assert comparison.pareto_front([5], [1.0]) == [0]
 
 
 def test_headline_picks_avg_and_primary_metric():
     summary = summary_rows(methods=("lora",), ranks=("8",))
-    h = plots.headline(summary)
+    h = comparison.headline(summary)
     common = h[h.family == "commonsense"]
     assert set(common.task) == {"avg"} and set(common.metric) == {"acc"}  # not acc_norm
     assert common.set_index("method").loc["lora", "mean"] == pytest.approx(51.0 + 1 + 0.5)
     glue = h[h.family == "glue"]
     assert set(glue.task) == {"sst2"} and set(glue.metric) == {"accuracy"}  # one task: its own headline
     # Several tasks and no average: one headline per task.
-    no_avg = plots.headline(summary[summary.task != "avg"])
+    no_avg = comparison.headline(summary[summary.task != "avg"])
     assert set(no_avg[no_avg.family == "commonsense"].task) == {"arc_easy", "piqa"}
     assert set(no_avg.metric) == {"acc", "accuracy"}
 
 
 def test_selected_at_end_and_overlap():
     rates = [0.1, 0.5, 0.3, 0.5, 0.0, 0.9]
-    assert plots.selected_at_end(rates, 3).tolist() == [5, 1, 3]  # ties by lower index
-    assert plots.selected_at_end(rates, 10).tolist() == [5, 1, 3, 2, 0, 4]
-    assert plots.overlap({1, 2, 3, 4}, {3, 4, 5, 6}) == 0.5
-    assert plots.overlap(np.array([7, 8]), [8, 7]) == 1.0
-    assert plots.overlap([1, 2], [3, 4]) == 0.0
+    assert analysis.selected_at_end(rates, 3).tolist() == [5, 1, 3]  # ties by lower index
+    assert analysis.selected_at_end(rates, 10).tolist() == [5, 1, 3, 2, 0, 4]
+    assert analysis.overlap({1, 2, 3, 4}, {3, 4, 5, 6}) == 0.5
+    assert analysis.overlap(np.array([7, 8]), [8, 7]) == 1.0
+    assert analysis.overlap([1, 2], [3, 4]) == 0.0
 
 
 def test_overlap_table_exact(tmp_path):
     records = [dash_run(tmp_path, 0), dash_run(tmp_path, 1)]
-    table = plots.overlap_table(records).set_index("comparison")
+    table = analysis.overlap_table(records).set_index("comparison")
     assert list(table.index) == ["seeds s0–s1 at switch", "seeds s0–s1 at end", "switch vs end, seed 0",
                                  "switch vs end, seed 1"]
     # Layer means: seeds at switch (0.5 + 1)/2; at end (1 + 0.25)/2; seed 0 (1 + 0)/2; seed 1 (0.5 + 0.75)/2.
@@ -130,8 +131,8 @@ def test_overlap_table_exact(tmp_path):
 def test_overlap_table_skips_runs_without_a_selection(tmp_path):
     run = tmp_path / "lora"
     write_npz(run / "tsd_analysis.npz", {"model.layers.0.self_attn.q_proj": {"rates_end": rates_with_top([1])}})
-    assert plots.overlap_table([record(run, method="lora")]).empty
-    assert plots.overlap_table([{**record(tmp_path / "gone", method="lora_dash")}]).empty  # no npz at all
+    assert analysis.overlap_table([record(run, method="lora")]).empty
+    assert analysis.overlap_table([{**record(tmp_path / "gone", method="lora_dash")}]).empty  # no npz at all
 
 
 def test_rate_profile_averages_layers(tmp_path):
@@ -142,28 +143,28 @@ def test_rate_profile_averages_layers(tmp_path):
         "model.layers.0.self_attn.v_proj|rates_end": np.array([0.5, 0.25, 0.0]),
         "model.layers.0.self_attn.v_proj|singular_values": np.array([3.0, 2.0, 1.0]),
         "bert.encoder.layer.2.attention.self.query|rates_end": np.array([1.0, 1.0, 4.0])})
-    profile = plots.rate_profile(path)
+    profile = analysis.rate_profile(path)
     assert sorted(profile) == ["q_proj", "query", "v_proj"]
     assert profile["q_proj"].tolist() == [2.0, 3.0, 4.0]
     assert profile["v_proj"].tolist() == [0.5, 0.25, 0.0]
     assert profile["query"].tolist() == [1.0, 1.0, 4.0]
-    assert plots.rate_profile(path, "rates_switch") == {}
+    assert analysis.rate_profile(path, "rates_switch") == {}
 
 
 def test_selection_counts(tmp_path):
     dash_run(tmp_path, 0)
-    counts = plots.selection_counts(tmp_path / "lora_dash_r8_s0" / "tsd_analysis.npz", 4)["q_proj"]
+    counts = analysis.selection_counts(tmp_path / "lora_dash_r8_s0" / "tsd_analysis.npz", 4)["q_proj"]
     assert np.flatnonzero(counts["switch"]).tolist() == list(range(8))  # the two layers' sets, once each
     assert counts["end"][[0, 1, 2, 3, 10, 11, 12, 13]].tolist() == [1] * 8 and counts["end"].sum() == 8
 
 
 def test_switch_step():
     rec = {"method": "lora_dash", "tsd_config": {"dash_t": 0.25}, "train_config": {"steps": 200}, "losses": [1.0]}
-    assert plots.switch_step(rec) == 50
-    assert plots.switch_step({**rec, "tsd_config": {"dash_t": 30}}) == 30  # given in steps
-    assert plots.switch_step({**rec, "planned_steps": 120}) == 30  # the run's own plan (epochs) first
-    assert plots.switch_step({**rec, "switch_step": 48}) == 48  # as recorded
-    assert plots.switch_step({**rec, "method": "lora_init"}) is None
+    assert analysis.switch_step(rec) == 50
+    assert analysis.switch_step({**rec, "tsd_config": {"dash_t": 30}}) == 30  # given in steps
+    assert analysis.switch_step({**rec, "planned_steps": 120}) == 30  # the run's own plan (epochs) first
+    assert analysis.switch_step({**rec, "switch_step": 48}) == 48  # as recorded
+    assert analysis.switch_step({**rec, "method": "lora_init"}) is None
 
 
 # ---------------------------------------------------------------- figures
@@ -174,7 +175,7 @@ def named(ax, gid):
 
 def test_pareto_figure_plots_the_inputs():
     summary = summary_rows()
-    fig = plots.pareto_figure(summary)
+    fig = comparison.pareto_figure(summary)
     ax = next(a for a in fig.axes if "average over tasks" in a.get_title())
     avg = summary[(summary.family == "commonsense") & (summary.task == "avg") & (summary.metric == "acc")]
     trained = avg[avg.method != "base"]
@@ -182,7 +183,7 @@ def test_pareto_figure_plots_the_inputs():
         (line,) = named(ax, f"{r.method} r{r.rank}")
         assert line.get_xydata().tolist() == [[r.trainable_params, r.mean]]
     (front,) = named(ax, "pareto front")
-    idx = plots.pareto_front(trained.trainable_params, trained["mean"])
+    idx = comparison.pareto_front(trained.trainable_params, trained["mean"])
     xs, ys = front.get_data()
     assert list(xs[:-1]) == trained.trainable_params.iloc[idx].tolist()
     assert list(ys[:-1]) == trained["mean"].iloc[idx].tolist()
@@ -200,14 +201,14 @@ def test_pareto_figure_plots_the_inputs():
 
 def test_rank_and_loss_figures_plot_the_inputs(tmp_path):
     summary = summary_rows()
-    fig = plots.rank_figure(summary)
+    fig = comparison.rank_figure(summary)
     ax = next(a for a in fig.axes if "average over tasks" in a.get_title())
     lora = summary[(summary.method == "lora") & (summary.task == "avg") & (summary.metric == "acc")]
     (line,) = named(ax, "lora")
     assert line.get_xydata().tolist() == [[8.0, lora["mean"].iloc[0]], [16.0, lora["mean"].iloc[1]]]
     records = [dash_run(tmp_path, 0), dash_run(tmp_path, 1)] + \
         [record(tmp_path / f"l{s}", method="lora", seed=s, steps=200 - 20 * s) for s in (0, 1)]
-    fig = plots.loss_figure(records)
+    fig = curves.loss_figure(records)
     (ax,) = fig.axes
     (curve,) = named(ax, "lora r8")
     window = 200 // 50
@@ -223,10 +224,10 @@ def test_rank_and_loss_figures_plot_the_inputs(tmp_path):
 def test_draw_all_full_grid(tmp_path):
     records = [dash_run(tmp_path, s, m, r) for m in ("lora_dash", "lora_tsd") for r in (8, 16) for s in (0, 1)]
     records += [record(tmp_path / f"lora_{s}", method="lora", seed=s) for s in (0, 1)]
-    paths = plots.draw_all(summary_rows(), records, tmp_path / "figures")
-    assert sorted(paths) == sorted(plots.FILES)
+    paths = draw.draw_all(summary_rows(), records, tmp_path / "figures")
+    assert sorted(paths) == sorted(draw.FILES)
     for name, path in paths.items():
-        assert path.name == plots.FILES[name]
+        assert path.name == draw.FILES[name]
         img = image.imread(path)
         assert img.ndim == 3 and img.shape[0] >= 300 and img.shape[1] >= 500, (name, img.shape)
         assert img[..., :3].std() > 0.05, name  # not a blank canvas
@@ -237,15 +238,15 @@ def test_draw_all_without_tsd_cells(tmp_path):
     """A grid without TSD methods still gets every file; the TSD figures say what is missing."""
     summary = summary_rows(methods=("lora", "pissa"))
     records = [record(tmp_path / f"lora_{s}", method="lora", seed=s) for s in (0, 1)]
-    fig = plots.overlap_figure(records)
+    fig = directions.overlap_figure(records)
     assert "no LoRA-Dash" in fig.axes[0].texts[0].get_text()
-    assert "no LoRA-Dash / LoRA-TSD" in plots.profile_figure(records).axes[0].texts[0].get_text()
-    paths = plots.draw_all(summary, records, tmp_path / "figures")
-    assert sorted(p.name for p in paths.values()) == sorted(plots.FILES.values())
+    assert "no LoRA-Dash / LoRA-TSD" in directions.profile_figure(records).axes[0].texts[0].get_text()
+    paths = draw.draw_all(summary, records, tmp_path / "figures")
+    assert sorted(p.name for p in paths.values()) == sorted(draw.FILES.values())
     for path in paths.values():
         assert image.imread(path).shape[0] >= 200
     # Nothing at all: placeholders throughout, still valid images.
-    empty = plots.draw_all(summary.iloc[0:0], [], tmp_path / "empty")
+    empty = draw.draw_all(summary.iloc[0:0], [], tmp_path / "empty")
     assert all(image.imread(p).shape[1] >= 500 for p in empty.values())
 
 
@@ -256,7 +257,7 @@ def test_init_phase_compares_with_an_end_set_of_its_size(tmp_path):
     end = rates_with_top([5, 6, 7, 8, 0, 1])
     write_npz(run / "tsd_analysis.npz", {"model.layers.0.mlp.up_proj": {
         "rates_end": end, "indices_init": np.array([5, 6, 9, 10, 11, 12]), "indices_switch": np.array([0, 5, 6, 7])}})
-    table = plots.overlap_table([record(run, method="lora_tsd", rank=6)]).set_index("comparison")
+    table = analysis.overlap_table([record(run, method="lora_tsd", rank=6)]).set_index("comparison")
     assert table.loc["init vs end, seed 0", "overlap"] == pytest.approx(2 / 6)  # top-6 at the end
     assert table.loc["switch vs end, seed 0", "overlap"] == pytest.approx(3 / 4)  # top-4: {5, 6, 7, 8}
     assert table.loc["init vs end, seed 0", "chance"] == pytest.approx(6 / N_DIRS)
@@ -264,17 +265,17 @@ def test_init_phase_compares_with_an_end_set_of_its_size(tmp_path):
 
 def test_profile_and_overlap_figures_plot_the_inputs(tmp_path):
     records = [dash_run(tmp_path, s, "lora_tsd") for s in (0, 1)] + [dash_run(tmp_path, s) for s in (0, 1)]
-    fig = plots.profile_figure(records)
+    fig = directions.profile_figure(records)
     assert "lora_dash r8 seed 0" in fig.get_suptitle()  # LoRA-Dash first, then its lowest seed
     ax = fig.axes[0]
     (line,) = named(ax, "rates_end")
-    expected = plots.rate_profile(tmp_path / "lora_dash_r8_s0" / "tsd_analysis.npz")["q_proj"]
+    expected = analysis.rate_profile(tmp_path / "lora_dash_r8_s0" / "tsd_analysis.npz")["q_proj"]
     assert np.allclose(line.get_ydata(), expected)
     assert ax.get_yscale() == "log" and ax.get_title().startswith("q_proj")
     twin = fig.axes[1]
     switch = next(c for c in twin.collections if c.get_gid() == "selected switch")
     assert sorted(switch.get_offsets()[:, 0].tolist()) == list(range(8))
-    fig = plots.overlap_figure(records)
+    fig = directions.overlap_figure(records)
     (ax,) = fig.axes
     bars = [p for p in ax.patches if p.get_gid() == "seeds at switch"]
     assert [b.get_height() for b in bars] == pytest.approx([0.75, 0.75])  # lora_dash r8, lora_tsd r8
@@ -283,12 +284,12 @@ def test_profile_and_overlap_figures_plot_the_inputs(tmp_path):
 
 def test_placeholders_say_what_is_missing(tmp_path):
     no_file = [record(tmp_path / "d", method="lora_dash")]  # the method ran, its analysis is absent
-    assert "left no usable tsd_analysis.npz" in plots.overlap_figure(no_file).axes[0].texts[0].get_text()
-    assert "left no usable tsd_analysis.npz" in plots.profile_figure(no_file).axes[0].texts[0].get_text()
-    assert plots.overlap_figure([]).axes[0].texts[0].get_text() == \
+    assert "left no usable tsd_analysis.npz" in directions.overlap_figure(no_file).axes[0].texts[0].get_text()
+    assert "left no usable tsd_analysis.npz" in directions.profile_figure(no_file).axes[0].texts[0].get_text()
+    assert directions.overlap_figure([]).axes[0].texts[0].get_text() == \
         "no LoRA-Dash / LoRA-Init / LoRA-TSD cell in this grid"
-    assert plots.loss_figure([]).axes[0].texts[0].get_text() == "no training record with losses in this grid"
-    assert "no trained cell" in plots.pareto_figure(pd.DataFrame()).axes[0].texts[0].get_text()
+    assert curves.loss_figure([]).axes[0].texts[0].get_text() == "no training record with losses in this grid"
+    assert "no trained cell" in comparison.pareto_figure(pd.DataFrame()).axes[0].texts[0].get_text()
 
 
 def test_summary_read_back_from_leaderboard_json():
@@ -299,10 +300,10 @@ def test_summary_read_back_from_leaderboard_json():
     summary.loc[summary.method == "base", ["std", "ci_low", "ci_high"]] = None
     summary["base_params"] = None
     back = pd.DataFrame(json.loads(summary.to_json(orient="records")))
-    bars, kind = plots.error_bars(back[back.method == "lora"])
+    bars, kind = comparison.error_bars(back[back.method == "lora"])
     assert kind == "± std over seeds" and np.allclose(bars, 1.0)
-    bars, kind = plots.error_bars(back[back.method == "base"])
+    bars, kind = comparison.error_bars(back[back.method == "base"])
     assert np.allclose(bars, 0.0)
-    fig = plots.pareto_figure(back)
+    fig = comparison.pareto_figure(back)
     assert "± std over seeds" in fig.get_suptitle()
     assert all(not a.child_axes for a in fig.axes)  # no base_params: no "% of base" axis

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lora_tsd import codehash
+from lora_tsd.pipeline import codehash
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-GRID = {**SMOKE, "name": "a", "models": ["tiny-llama"], "tasks": ["arc_easy"], "methods": ["lora", "lora_dash"],
-        "seeds": [0]}
+GRID = {**SMOKE, "name": "a", "models": ["tiny-llama"], "tasks": ["arc_easy"],
+        "methods": ["lora", "lora_dash", "lora_init", "lora_tsd"], "seeds": [0]}
 
 
 # --- the hash itself ----------------------------------------------------------------------------
@@ -33,7 +33,7 @@ def package_copy(tmp_path, monkeypatch):
 
 def _hashes():
     codehash._parsed.cache_clear()
-    return {m: codehash.code_hash("lora_tsd.train", m) for m in ("lora", "lora_dash", "lora_init", "lora_tsd")}
+    return {m: codehash.code_hash("lora_tsd.training.cell", m) for m in ("lora", "lora_dash", "lora_init", "lora_tsd")}
 
 
 def _edit(path: Path, old: str, new: str):
@@ -42,42 +42,65 @@ def _edit(path: Path, old: str, new: str):
     path.write_text(text.replace(old, new, 1))
 
 
-def test_a_method_module_edit_changes_only_the_cells_that_use_it(package_copy):
+def test_an_edit_to_lora_dash_s_hook_changes_only_the_cells_that_dash(package_copy):
     before = _hashes()
-    _edit(package_copy / "dash.py", "from . import tsd\n", "from . import tsd\n\nDASH_EXTRA = 1\n")
+    _edit(package_copy / "methods" / "dash.py", "if step == ctx.steps(ctx.tsd[\"dash_t\"])",
+          "if step == ctx.steps(ctx.tsd[\"dash_t\"]) + 0")
     after = _hashes()
     assert after["lora"] == before["lora"] and after["lora_init"] == before["lora_init"]
     assert after["lora_dash"] != before["lora_dash"] and after["lora_tsd"] != before["lora_tsd"]
 
 
+def test_an_edit_to_lora_init_s_hook_changes_only_the_cells_that_initialise(package_copy):
+    before = _hashes()
+    _edit(package_copy / "methods" / "lora_init.py", "n = ctx.steps(ctx.tsd[\"init_steps\"])",
+          "n = ctx.steps(ctx.tsd[\"init_steps\"]) + 0")
+    after = _hashes()
+    assert after["lora"] == before["lora"] and after["lora_dash"] == before["lora_dash"]
+    assert after["lora_init"] != before["lora_init"] and after["lora_tsd"] != before["lora_tsd"]
+
+
+def test_shared_method_code_changes_every_cell_that_runs_it(package_copy):
+    """residual.py serves LoRA-Init (and MiLoRA, PiSSA, OLoRA), hooks.py every method."""
+    before = _hashes()
+    _edit(package_copy / "methods" / "hooks.py", "return int(value) if value >= 1", "return int(value) + 0 if value >= 1")
+    after = _hashes()
+    assert all(after[m] != before[m] for m in before)
+
+
 def test_comments_and_docstrings_change_nothing_but_shared_code_changes_every_cell(package_copy):
     before = _hashes()
-    _edit(package_copy / "train.py", "from __future__ import annotations\n",
+    _edit(package_copy / "training" / "loop.py", "from __future__ import annotations\n",
           "from __future__ import annotations\n# a new comment\n")
-    _edit(package_copy / "dash.py", '"""', '"""A reworded docstring. ', )
+    _edit(package_copy / "methods" / "dash.py", '"""', '"""A reworded docstring. ', )
     assert _hashes() == before
-    _edit(package_copy / "data.py", "from . import prompts\n", "from . import prompts\n\nEXTRA = 2\n")
+    _edit(package_copy / "data" / "encoding.py", "from . import prompts\n", "from . import prompts\n\nEXTRA = 2\n")
     after = _hashes()
     assert all(after[m] != before[m] for m in before)
 
 
 def test_the_evaluation_hash_follows_the_metric_scripts_it_loads_by_path(package_copy):
-    before = codehash.code_hash("lora_tsd.evaluation")
-    script = next((package_copy / "metrics" / "glue").glob("*.py"))
+    before = codehash.code_hash("lora_tsd.evaluation.scoring")
+    script = next((package_copy / "evaluation" / "metrics" / "glue").glob("*.py"))
+    script.write_text(script.read_text() + "\n# a comment\n")
+    codehash._parsed.cache_clear()
+    assert codehash.code_hash("lora_tsd.evaluation.scoring") == before
     script.write_text(script.read_text() + "\nEXTRA = 3\n")
     codehash._parsed.cache_clear()
-    assert codehash.code_hash("lora_tsd.evaluation") != before
-    assert "lora_tsd.dash" not in codehash.closure("lora_tsd.evaluation")
+    assert codehash.code_hash("lora_tsd.evaluation.scoring") != before
+    assert "lora_tsd.methods.dash" not in codehash.closure("lora_tsd.evaluation.scoring")
 
 
 def test_no_shared_module_imports_a_methods_own_module():
     """The hash leaves other methods' modules out: sound only if nothing every method runs
-    imports them (methods.py, the registry, is where they meet)."""
-    from lora_tsd.methods import METHODS
+    imports them (methods/registry.py is where they meet)."""
+    from lora_tsd.methods.registry import METHODS
 
     own = {f"lora_tsd.{m}" for spec in METHODS.values() for m in spec.modules}
-    entries = ("lora_tsd.train", "lora_tsd.evaluation", "lora_tsd.stages", "lora_tsd.aggregate", "lora_tsd.data")
-    shared = set().union(*(codehash.closure(e) for e in entries)) - own - {"lora_tsd.methods"}
+    entries = ("lora_tsd.training.cell", "lora_tsd.training.launch", "lora_tsd.evaluation.scoring",
+               "lora_tsd.aggregate.tables", "lora_tsd.aggregate.figures.draw", "lora_tsd.data.prepare")
+    shared = set().union(*(codehash.closure(e) for e in entries)) - own - {"lora_tsd.methods.registry"}
+    assert "lora_tsd.training.loop" in shared and "lora_tsd.methods.hooks" in shared
     for module in shared:
         assert not codehash._parsed(module)[1] & own, f"{module} imports {codehash._parsed(module)[1] & own}"
 
@@ -135,7 +158,7 @@ def _planned(repo, work, config="a.yaml", *extra, **changes) -> dict[str, int]:
 def restore(tree):
     """Undo a test's edits to the copied package and workflow."""
     repo, _ = tree
-    saved = {p: p.read_text() for p in [*repo.glob("lora_tsd/*.py"), *repo.glob("workflow/scripts/*.py")]}
+    saved = {p: p.read_text() for p in [*repo.glob("lora_tsd/**/*.py"), *repo.glob("workflow/scripts/*.py")]}
     yield
     for path, text in saved.items():
         path.write_text(text)
@@ -151,24 +174,39 @@ def test_result_neutral_knobs_and_script_edits_rerun_nothing(tree, restore):
     script.write_text(script.read_text() + "\n# a touched script\n")
     os.utime(script)
     assert _planned(repo, work) == {}
-    _edit(repo / "lora_tsd" / "dash.py", "from . import tsd\n", "from . import tsd\n# a comment only\n")
+    _edit(repo / "lora_tsd" / "methods" / "dash.py", "from . import export, tsd\n",
+          "from . import export, tsd\n# a comment only\n")
     assert _planned(repo, work) == {}
 
 
-def test_a_method_edit_retrains_only_that_methods_cells(tree, restore):
+def _planned_cells(repo, work) -> set[str]:
+    """The methods whose train job a dry run would run."""
+    out = _dry_run(repo, work)
+    return set(re.findall(r"output: results/a/runs/[^/]+/[^/]+/(\w+)/r\d+/s\d+/adapter", out))
+
+
+def test_an_edit_to_lora_dash_s_hook_retrains_only_the_cells_that_dash(tree, restore):
     repo, work = tree
-    _edit(repo / "lora_tsd" / "dash.py", "from . import tsd\n", "from . import tsd\n\nDASH_EXTRA = 1\n")
+    _edit(repo / "lora_tsd" / "methods" / "dash.py", "if step == ctx.steps(ctx.tsd[\"dash_t\"])",
+          "if step == ctx.steps(ctx.tsd[\"dash_t\"]) + 0")
+    assert _planned_cells(repo, work) == {"lora_dash", "lora_tsd"}
     jobs = _planned(repo, work)
-    assert jobs.get("train") == 1 and jobs.get("evaluate") == 1, jobs  # lora_dash only, not lora
-    assert "evaluate_base" not in jobs
+    assert jobs.get("train") == 2 and jobs.get("evaluate") == 2 and "evaluate_base" not in jobs, jobs
+
+
+def test_an_edit_to_lora_init_s_hook_retrains_only_the_cells_that_initialise(tree, restore):
+    repo, work = tree
+    _edit(repo / "lora_tsd" / "methods" / "lora_init.py", "n = ctx.steps(ctx.tsd[\"init_steps\"])",
+          "n = ctx.steps(ctx.tsd[\"init_steps\"]) + 0")
+    assert _planned_cells(repo, work) == {"lora_init", "lora_tsd"}
 
 
 def test_a_result_changing_option_retrains_every_cell(tree):
     repo, work = tree
     jobs = _planned(repo, work, train={"lr": 2.0e-3})
-    assert jobs.get("train") == 2 and jobs.get("evaluate") == 2, jobs
+    assert jobs.get("train") == 4 and jobs.get("evaluate") == 4, jobs
     jobs = _planned(repo, work, tsd={"dash_s": 3})
-    assert jobs.get("train") == 1, jobs  # only the TSD method reads tsd options
+    assert jobs.get("train") == 3, jobs  # only the TSD methods read tsd options
 
 
 def test_two_grids_coexist_and_neither_reruns_the_other(tree):

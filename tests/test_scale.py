@@ -14,8 +14,11 @@ import weakref
 import pytest
 import torch
 
-from lora_tsd import config, distributed, evaluation, methods, models, train
+from lora_tsd import models
+from lora_tsd.methods import hooks, registry
+from lora_tsd.pipeline import config
 from lora_tsd.tiny import make_llama, make_tokenizer
+from lora_tsd.training import cell, collectives, launch, loop
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 TSD = {"dash_t": 3, "dash_s": 2, "svd_dtype": "float32", "init_estimate": "warmup", "init_steps": 2,
@@ -40,7 +43,7 @@ def data_dir(tmp_path, examples):
 
 
 def _run(model_dir, data_dir, out, cfg, method="lora_dash", tsd=TSD):
-    return train.run("tiny-llama", str(model_dir), "commonsense170k", data_dir, method, 4, 0, cfg,
+    return cell.run("tiny-llama", str(model_dir), "commonsense170k", data_dir, method, 4, 0, cfg,
                      out / "adapter", out / "train.json", tsd_cfg=dict(tsd), out_analysis=out / "analysis.npz")
 
 
@@ -60,7 +63,7 @@ def test_auto_is_bf16_only_on_a_bf16_gpu_and_never_for_weights_that_train():
 def test_bf16_base_weights_train_float32_adapters(method, model_dir, data_dir, tmp_path, train_cfg):
     cfg = {**train_cfg, "steps": 8, "base_dtype": "bfloat16"}
     seen = {}
-    real_fit = train.fit
+    real_fit = loop.fit
 
     def spy(model, *a, **kw):  # the model as training sees it
         frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
@@ -68,11 +71,11 @@ def test_bf16_base_weights_train_float32_adapters(method, model_dir, data_dir, t
         seen.update(frozen=frozen, trained=trained)
         return real_fit(model, *a, **kw)
 
-    train.fit = spy
+    loop.fit = spy
     try:
         metrics = _run(model_dir, data_dir, tmp_path, cfg, method)
     finally:
-        train.fit = real_fit
+        loop.fit = real_fit
     assert seen["frozen"] == {torch.bfloat16}
     assert set(seen["trained"].values()) == {torch.float32}
     if method in ("lora_dash", "lora_tsd"):
@@ -80,7 +83,7 @@ def test_bf16_base_weights_train_float32_adapters(method, model_dir, data_dir, t
     assert metrics["base_dtype"] == "bfloat16" and metrics["steps"] == 8
     assert metrics["losses"][-1] < metrics["losses"][0]
     # the exported adapter is float32 and loads onto the float32 base unchanged
-    model, _ = evaluation.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.float32)
+    model, _ = models.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.float32)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
@@ -89,15 +92,15 @@ def test_full_fine_tuning_refuses_bf16_weights(train_cfg):
     problems = config._consistency_problems(cfg)
     assert any("train.base_dtype" in p and "'full'" in p and "auto, float32" in p for p in problems)
     with pytest.raises(ValueError, match="train.base_dtype"):
-        train.base_dtype({"base_dtype": "bfloat16"}, "full", "causal", torch.device("cpu"))
-    assert train.base_dtype({"base_dtype": "auto"}, "full", "causal", torch.device("cpu")) == torch.float32
+        cell.base_dtype({"base_dtype": "bfloat16"}, "full", "causal", torch.device("cpu"))
+    assert cell.base_dtype({"base_dtype": "auto"}, "full", "causal", torch.device("cpu")) == torch.float32
 
 
 def test_bf16_scoring_keeps_the_adapter_unmerged_and_close_to_float32(model_dir, data_dir, tmp_path, train_cfg):
     _run(model_dir, data_dir, tmp_path, {**train_cfg, "steps": 6}, "lora_dash")
     ids = make_tokenizer()(["Question: the sky is red. Which colour?\nAnswer: red"], return_tensors="pt")["input_ids"]
-    merged, _ = evaluation.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.float32)
-    side, _ = evaluation.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.bfloat16)
+    merged, _ = models.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.float32)
+    side, _ = models.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.bfloat16)
     assert not hasattr(merged, "peft_config") and hasattr(side, "peft_config")
     lora = [p for n, p in side.named_parameters() if "lora_" in n]
     assert lora and {p.dtype for p in lora} == {torch.float32}
@@ -120,7 +123,7 @@ def test_gradient_checkpointing_leaves_the_loss_curve_unchanged(model_dir, data_
 
 
 def test_gradient_checkpointing_is_on_in_the_layers(tiny_model):
-    model = methods.attach("lora", tiny_model, 4, {"lora_alpha_ratio": 2, "lora_dropout": 0.0}, TARGETS)
+    model = registry.attach("lora", tiny_model, 4, {"lora_alpha_ratio": 2, "lora_dropout": 0.0}, TARGETS)
     models.checkpoint_activations(model)
     assert model.get_base_model().model.layers[0].gradient_checkpointing
 
@@ -130,7 +133,7 @@ def test_gradient_checkpointing_is_on_in_the_layers(tiny_model):
 @pytest.mark.parametrize("method", ["lora_dash", "lora_tsd", "milora"])
 def test_no_two_layer_svds_are_alive_at_once(method, model_dir, data_dir, tmp_path, train_cfg, monkeypatch):
     alive, most = [], []
-    real = methods.Context.svd_of
+    real = hooks.Context.svd_of
 
     def tracked(self, name, layer):
         most.append(sum(r() is not None for r in alive))  # SVDs still alive when the next is fetched
@@ -138,7 +141,7 @@ def test_no_two_layer_svds_are_alive_at_once(method, model_dir, data_dir, tmp_pa
         alive.append(weakref.ref(dec.U))
         return dec
 
-    monkeypatch.setattr(methods.Context, "svd_of", tracked)
+    monkeypatch.setattr(hooks.Context, "svd_of", tracked)
     _run(model_dir, data_dir, tmp_path, {**train_cfg, "steps": 6}, method)
     phases = {"lora_dash": 2, "lora_tsd": 3, "milora": 2}[method]  # init / switch, and the end's analysis
     assert len(most) == phases * 2 * len(TARGETS)
@@ -153,7 +156,7 @@ def _launch(model_dir, data_dir, out, cfg, processes, method="lora_dash"):
                 out_metrics=str(out / "train.json"), tsd_cfg=dict(TSD), out_analysis=str(out / "analysis.npz"))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "train.log", "w") as log:
-        distributed.launch(processes, args, out / "launch.json", out=log)
+        launch.launch(processes, args, out / "launch.json", out=log)
     return json.loads((out / "train.json").read_text())
 
 
@@ -187,9 +190,9 @@ def test_a_killed_data_parallel_cell_resumes_to_the_same_curve(model_dir, data_d
     whole = _launch(model_dir, data_dir, tmp_path / "whole", cfg, 2)
 
     out = tmp_path / "killed"
-    code = (f"import json, sys; from pathlib import Path; from lora_tsd import distributed; "
+    code = (f"import json, sys; from pathlib import Path; from lora_tsd.training import launch; "
             f"a = json.loads(Path(sys.argv[1]).read_text()); "
-            f"distributed.launch(2, a, Path(sys.argv[1]).with_name('launch.json'))")
+            f"launch.launch(2, a, Path(sys.argv[1]).with_name('launch.json'))")
     out.mkdir()
     spec = out / "args.json"
     spec.write_text(json.dumps(dict(model_name="tiny-llama", model_src=str(model_dir), train_set="commonsense170k",
@@ -222,17 +225,17 @@ def test_a_killed_data_parallel_cell_resumes_to_the_same_curve(model_dir, data_d
 def test_more_processes_than_rows_is_rejected(train_cfg, monkeypatch):
     cfg = {"methods": ["lora"], "train": {**train_cfg, "gpus": 8, "batch_size": 4}}
     assert any("train.gpus" in p and "1 to train.batch_size" in p for p in config._consistency_problems(cfg))
-    monkeypatch.setattr(distributed, "world_size", lambda: 8)  # the split alone, without a process group
+    monkeypatch.setattr(collectives, "world_size", lambda: 8)  # the split alone, without a process group
     with pytest.raises(ValueError, match="train.batch_size >= train.gpus"):
-        distributed.my_rows(4)
+        collectives.my_rows(4)
 
 
 def test_rows_split_contiguously_and_cover_the_batch(monkeypatch):
-    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    monkeypatch.setattr(collectives, "world_size", lambda: 3)
     shares = []
     for r in range(3):
-        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
-        shares.append(distributed.my_rows(8))
+        monkeypatch.setattr(collectives, "process_rank", lambda r=r: r)
+        shares.append(collectives.my_rows(8))
     assert [(s.start, s.stop) for s in shares] == [(0, 3), (3, 6), (6, 8)]
 
 
@@ -255,14 +258,14 @@ def test_the_workflow_trains_a_cell_over_two_processes(tmp_path):
 FAILS_ON_RANK_1 = """
 import json, sys
 from pathlib import Path
-from lora_tsd import distributed, train
-real = train._run_cell
+from lora_tsd.training import cell, collectives
+real = cell._run_cell
 def flaky(*a, **k):
-    if distributed.rank() == 1:
+    if collectives.process_rank() == 1:
         raise RuntimeError("rank 1 fails")
     return real(*a, **k)
-train._run_cell = flaky
-train.run(**json.loads(Path(sys.argv[1]).read_text()))
+cell._run_cell = flaky
+cell.run(**json.loads(Path(sys.argv[1]).read_text()))
 """
 
 

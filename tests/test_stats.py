@@ -9,9 +9,8 @@ import pytest
 from scipy.stats import binomtest, pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from lora_tsd import aggregate
 from lora_tsd.aggregate import items as item_scores
-from lora_tsd.aggregate import stats, uncertainty
+from lora_tsd.aggregate import stats, tables, uncertainty
 
 
 def binary(values, prefix="q") -> stats.Items:
@@ -124,7 +123,7 @@ def test_leaderboard_marks_the_significant_paired_difference(tmp_path):
     files = [_record(tmp_path / f"{m}{s}.json", m, s, c) for s in (0, 1)
              for m, c in (("lora", poor), ("lora_dash", good), ("lora_init", poor))]
     md = tmp_path / "l.md"
-    aggregate.write(files, {}, {"commit": "x", "config_hash": "y", "data": "d"}, md, tmp_path / "l.csv",
+    tables.write(files, {}, {"commit": "x", "config_hash": "y", "data": "d"}, md, tmp_path / "l.csv",
                     tmp_path / "l.json", tmp_path / "paired.csv")
     paired = pd.read_csv(tmp_path / "paired.csv")
     dash = paired[paired.method == "lora_dash"].iloc[0]
@@ -178,7 +177,7 @@ def test_a_mark_stays_in_its_own_protocol_s_table():
                               "ci_high": hi, "p": pv, "significant": sig}
                              for p, d, lo, hi, pv, sig in (("generative", 11.7, 1.7, 21.7, 0.04, True),
                                                            ("loglik", -4.2, -10.8, 2.5, 0.31, False))])
-    cell = lambda p: aggregate.family_table(summary, "commonsense", p, compared=compared) \
+    cell = lambda p: tables.family_table(summary, "commonsense", p, compared=compared) \
         .set_index("method").loc["lora_init", "arc_easy acc"]
     assert cell("generative").endswith(" ▲") and not cell("loglik").endswith(("▲", "▼"))
 

@@ -1,6 +1,6 @@
 import torch
 
-from lora_tsd import tsd
+from lora_tsd.methods import tsd
 
 
 def _brute(dec, dW):

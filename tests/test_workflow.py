@@ -1,20 +1,20 @@
 """End to end: the snakemake CLI on the smoke config, in a temp directory."""
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+from grids import SMOKE
+from grids import command as _cmd
+from grids import env as _env
+from grids import run as _snakemake
+
 GRID = f"results/{SMOKE['name']}"
 pytestmark = pytest.mark.e2e
 
@@ -26,22 +26,6 @@ def _one(root: Path, pattern: str) -> Path:
     return found[0]
 
 
-def _cmd(workdir: Path, config: dict) -> list[str]:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    return ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-            "--configfile", str(workdir / "config.yaml")]
-
-
-def _env():
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def _snakemake(workdir: Path, config: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run(_cmd(workdir, config), capture_output=True, text=True, env=_env(), timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 def _jobs(output: str) -> dict[str, int]:
     """The 'Job stats' table snakemake prints before running."""
     block = output.split("Job stats:")[1].split("total")[0]
@@ -49,13 +33,13 @@ def _jobs(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("grid")
+def workdir(smoke_grid):
+    return smoke_grid[0]
 
 
 @pytest.fixture(scope="module")
-def smoke_run(workdir):
-    return _snakemake(workdir, SMOKE)
+def smoke_run(smoke_grid):
+    return smoke_grid[1]
 
 
 FAMILY_PROTOCOLS = {"commonsense": {"loglik": ["acc", "acc_norm"], "generative": ["acc"]},
@@ -66,7 +50,7 @@ GLUE_METRICS = {"sst2": ["accuracy"], "rte": ["accuracy"]}
 
 
 def test_every_family_has_a_numeric_row_per_cell_task_and_metric_plus_base(workdir, smoke_run):
-    from lora_tsd.tasks import TASKS
+    from lora_tsd.data.tasks import TASKS
 
     df = pd.read_csv(workdir / GRID / "leaderboard.csv")
     assert df["value"].notna().all()
@@ -120,18 +104,18 @@ def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, 
 
 
 def test_train_sets_are_built_once_and_shared(workdir, smoke_run):
-    from lora_tsd import data
+    from lora_tsd.data import prepare
 
-    rows = data.read_jsonl(_one(workdir, "resources/train_sets/*/commonsense170k/train.jsonl"))
+    rows = prepare.read_jsonl(_one(workdir, "resources/train_sets/*/commonsense170k/train.jsonl"))
     assert {r["task"] for r in rows} == {"arc_easy", "arc_challenge", "boolq", "piqa", "social_iqa", "hellaswag",
                                          "winogrande", "openbookqa"}
     assert all(r["output"].startswith("the correct answer is ") for r in rows)
-    from lora_tsd import prompts
+    from lora_tsd.data import prompts
 
     assert all(r["prompt"] == prompts.llm_adapters_train(r["instruction"]) for r in rows)
-    alpaca = data.read_jsonl(_one(workdir, "resources/train_sets/*/alpaca/train.jsonl"))
+    alpaca = prepare.read_jsonl(_one(workdir, "resources/train_sets/*/alpaca/train.jsonl"))
     assert len(alpaca) >= 200 and all(r["instruction"] and r["output"] for r in alpaca)
-    test = data.read_jsonl(_one(workdir, "resources/data/*/ifeval/test.jsonl"))
+    test = prepare.read_jsonl(_one(workdir, "resources/data/*/ifeval/test.jsonl"))
     assert all(set(r) == {"key", "prompt", "instruction_id_list", "kwargs"} for r in test)
 
 

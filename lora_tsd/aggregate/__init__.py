@@ -1,4 +1,4 @@
-"""Results: comparison tables (tables), per-item uncertainty and paired tests (stats, items),
-and the figures drawn from a grid's records (plots)."""
-from .tables import (DIVERGED, FLAGS, MISSING, ROW, expected_seeds, family_table, load_records,  # noqa: F401
-                     mark_faults, summarise, to_markdown, with_averages, write)
+"""Results: comparison tables (tables.py), per-item uncertainty and paired tests (stats.py,
+items.py, uncertainty.py), the reproduction table (reproduction.py), analysis files
+(analysis.py) and figures (figures/). Deliberately empty, so importing one module does not
+import, or hash, the others."""

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import atomic, reproduction
+from .. import atomic
+from . import reproduction
 from . import items as item_scores
 from . import uncertainty
-from ..evaluation import METRIC_ORDER, PROTOCOLS
-from ..tasks import FAMILIES
+from ..evaluation.protocols import METRIC_ORDER, PROTOCOLS
+from ..data.tasks import FAMILIES
 
 ROW = ["family", "protocol", "model", "method", "rank"]
 DIVERGED = "diverged"  # the metric of a diverged cell's marker rows (value NaN)

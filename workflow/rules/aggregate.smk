@@ -1,8 +1,9 @@
 # Comparison tables over every finished grid cell, their report pages, and the figures.
+from lora_tsd.aggregate.figures.draw import FILES as FIGURES
 
 # The task families of this grid: one report category (tables and figures) each.
 GRID_FAMILIES = list(dict.fromkeys(TASKS[task].family for task in config["tasks"]))
-PLOTS = ["pareto", "rank", "bars", "loss_curves", "tsd_profile", "tsd_overlap"]
+PLOTS = list(FIGURES)
 
 
 def grid_train_records():
@@ -29,7 +30,7 @@ rule aggregate:
                             category="Reproduction"),
     params:
         config=result_config(config),
-        code=code_hash("lora_tsd.aggregate"),
+        code=code_hash("lora_tsd.aggregate.tables"),
         families=GRID_FAMILIES,
     log:
         f"{GRID}/aggregate.log",
@@ -46,7 +47,7 @@ rule plots:
                         category="{family}", subcategory="Figures", labels={"figure": name.replace("_", " ")})
            for name in PLOTS},
     params:
-        code=code_hash("lora_tsd.aggregate.plots"),
+        code=code_hash("lora_tsd.aggregate.figures.draw"),
     wildcard_constraints:
         family="|".join(GRID_FAMILIES),
     log:

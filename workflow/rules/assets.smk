@@ -20,7 +20,7 @@ rule build_model:
     output:
         directory("resources/models/{model}"),
     params:
-        code=code_hash("lora_tsd.assets"),
+        code=code_hash("lora_tsd.pipeline.assets"),
     log:
         "logs/build_model/{model}.log",
     script:

@@ -6,13 +6,14 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from lora_tsd import assets, hub, models
-from lora_tsd.codehash import code_hash
-from lora_tsd.config import (ConfigError, cell_train, check, external_rule_problems, known_methods, local_path,
-                             result_config, result_eval, result_train, result_tsd, short_hash)
-from lora_tsd.data import train_set_origin
-from lora_tsd.methods import METHODS
-from lora_tsd.tasks import TASKS, TRAIN_SETS, train_sets_for
+from lora_tsd import models
+from lora_tsd.data.prepare import train_set_origin
+from lora_tsd.data.tasks import TASKS, TRAIN_SETS, train_sets_for
+from lora_tsd.methods.registry import METHODS
+from lora_tsd.pipeline import assets, hub
+from lora_tsd.pipeline.codehash import code_hash
+from lora_tsd.pipeline.config import (ConfigError, cell_train, check, external_rule_problems, known_methods,
+                                      local_path, result_config, result_eval, result_train, result_tsd, short_hash)
 
 
 def _stop(message):
@@ -77,7 +78,7 @@ wildcard_constraints:
 
 
 # Baselines trained by their own rule (config `external_methods`): such a rule writes the
-# run-folder contract (lora_tsd/contract.py) under external_run(<its method name>).
+# run-folder contract (lora_tsd/pipeline/contract.py) under external_run(<its method name>).
 EXTERNAL = config["external_methods"]
 
 
@@ -162,7 +163,7 @@ def tsd_params(wildcards):
 
 def train_code(wildcards):
     """Hash of the code a cell's training depends on (its method's own modules, not others')."""
-    return code_hash("lora_tsd.train", wildcards.method)
+    return code_hash("lora_tsd.training.cell", wildcards.method)
 
 
 def eval_params():

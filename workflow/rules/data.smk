@@ -14,7 +14,7 @@ rule prepare_task:
     params:
         source=config["data_source"],
         split=config["split"],
-        code=code_hash("lora_tsd.data"),
+        code=code_hash("lora_tsd.data.prepare"),
     log:
         f"logs/prepare_task/{DATA_KEY}/{{task}}.log",
     script:
@@ -29,7 +29,7 @@ rule build_train_set:
     params:
         source=config["data_source"],
         train_data=lambda wc: config["train_data"].get(wc.train_set),
-        code=code_hash("lora_tsd.data"),
+        code=code_hash("lora_tsd.data.prepare"),
     log:
         "logs/build_train_set/{data}/{train_set}.log",
     script:

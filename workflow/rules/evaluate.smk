@@ -15,7 +15,7 @@ rule evaluate:
         model_source=model_source,
         eval=eval_params(),
         source=config["data_source"],
-        code=code_hash("lora_tsd.evaluation"),
+        code=code_hash("lora_tsd.evaluation.scoring"),
         producer=lambda wc: producer_rule(wc.method),
     threads: 1
     resources:
@@ -39,7 +39,7 @@ rule evaluate_base:
         model_source=model_source,
         eval=eval_params(),
         source=config["data_source"],
-        code=code_hash("lora_tsd.evaluation"),
+        code=code_hash("lora_tsd.evaluation.scoring"),
     threads: 1
     resources:
         gpu=1,

@@ -1,7 +1,7 @@
-# Job sizes for a scheduler (lora_tsd/resources.py has the formulas): host memory from the
+# Job sizes for a scheduler (lora_tsd/pipeline/sizing.py has the formulas): host memory from the
 # model's parameter count, run time from the cell's FLOPs, both from the config. A local run
 # computes them (a dry run prints them) but is capped by none unless --resources names one.
-from lora_tsd import resources as sizing
+from lora_tsd.pipeline import sizing
 
 
 def n_params(wildcards):

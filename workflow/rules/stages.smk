@@ -11,7 +11,7 @@ rule eva_init:
     params:
         model_source=model_source,
         train=lambda wc: train_params(SimpleNamespace(**dict(wc.items()), method="eva")),
-        code=code_hash("lora_tsd.stages"),
+        code=code_hash("lora_tsd.methods.eva", "eva"),
     threads: 1
     resources:
         gpu=1,

@@ -5,7 +5,8 @@ from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from lora_tsd import aggregate, provenance
+from lora_tsd import provenance
+from lora_tsd.aggregate import tables
 
 
 def manifests(folders):
@@ -18,7 +19,7 @@ tests = "; ".join(f"{s['task']}: {s['how']}, {s['n_train']} train / {s['n_test']
 trains = "; ".join(f"{s['train_set']}: {s['how']} ({s['n_train']} rows)" for s in manifests(snakemake.input.train_sets))
 stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_hash(config),
          "data": f"test sets: {tests}. Train sets: {trains}."}
-aggregate.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
+tables.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
                 snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired,
                 out_pages={**dict(zip(snakemake.params.families, snakemake.output.pages)),
                            "reproduction": snakemake.output.reproduction, None: snakemake.output.page})

@@ -8,13 +8,13 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 # Set before anything imports huggingface_hub, which reads it once.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
-from lora_tsd import gpu_slots
+from lora_tsd.pipeline import gpu_slots
 
 # One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
 gpu, gpu_lock = gpu_slots.claim()
 
-from lora_tsd import stages
+from lora_tsd.methods import eva
 
 w = snakemake.wildcards
-stages.eva_init(snakemake.params.model_source, w.train_set, snakemake.input.data, int(w.rank),
+eva.eva_init(snakemake.params.model_source, w.train_set, snakemake.input.data, int(w.rank),
                 dict(snakemake.params.train), snakemake.output[0], threads=snakemake.threads)

@@ -9,12 +9,13 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 # Set before anything imports huggingface_hub, which reads it once.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
-from lora_tsd import gpu_slots
+from lora_tsd.pipeline import gpu_slots
 
 # One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
 gpu, gpu_lock = gpu_slots.claim()
 
-from lora_tsd import contract, evaluation
+from lora_tsd.evaluation import scoring
+from lora_tsd.pipeline import contract
 
 w = snakemake.wildcards
 # batch_size only changes speed: read from the config, not a param (changing it rescores nothing).
@@ -29,6 +30,6 @@ if adapter:
     run_info = {"method": w.method, "rank": int(w.rank), "seed": int(w.seed), "adapter": adapter,
                 "adapter_bytes": sum(f.stat().st_size for f in Path(adapter).rglob("*") if f.is_file()),
                 "train": {k: v for k, v in train.items() if k not in ("losses", "packages")}}
-evaluation.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
+scoring.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
                Path(snakemake.input.data) / "test.jsonl", adapter, eval_cfg,
                snakemake.output[0], run_info, source=snakemake.params.source, threads=snakemake.threads)

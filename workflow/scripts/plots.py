@@ -7,8 +7,8 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 import pandas as pd
 
-from lora_tsd.aggregate import plots
-from lora_tsd.tasks import TRAIN_SETS
+from lora_tsd.aggregate.figures import draw
+from lora_tsd.data.tasks import TRAIN_SETS
 
 family = snakemake.wildcards.family
 summary = pd.DataFrame(json.loads(Path(snakemake.input.summary).read_text())["summary"])
@@ -17,5 +17,5 @@ for path in snakemake.input.train:
     rec = json.loads(Path(path).read_text())
     if TRAIN_SETS[rec["train_set"]].family == family:
         records.append({**rec, "run_dir": str(Path(path).parent)})
-written = plots.draw_all(summary[summary.family == family], records, Path(snakemake.output[0]).parent)
+written = draw.draw_all(summary[summary.family == family], records, Path(snakemake.output[0]).parent)
 assert {Path(p).name for p in written.values()} == {Path(p).name for p in snakemake.output}, written

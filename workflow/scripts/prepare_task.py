@@ -3,9 +3,9 @@ import sys
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-from lora_tsd import data
+from lora_tsd.data import prepare
 
 raw = snakemake.input.raw[0] if snakemake.input.raw else None
-manifest = data.prepare(snakemake.wildcards.task, snakemake.params.source, snakemake.params.split,
+manifest = prepare.prepare(snakemake.wildcards.task, snakemake.params.source, snakemake.params.split,
                         snakemake.output[0], raw=raw)
 print(manifest)

@@ -8,20 +8,21 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "a", buffering=1)
 # Set before anything imports huggingface_hub, which reads it once.
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
-from lora_tsd import gpu_slots
+from lora_tsd.pipeline import gpu_slots
 
 # One GPU per process: claim free devices before torch starts (no-op on a CPU machine).
 processes = int(snakemake.params.train.get("gpus", 1))
 gpu, gpu_lock = gpu_slots.claim(count=processes)
 
-from lora_tsd import distributed, train
-from lora_tsd.config import RESULT_NEUTRAL, cell_train
-from lora_tsd.tasks import TRAIN_SETS
+from lora_tsd.data.tasks import TRAIN_SETS
+from lora_tsd.pipeline.config import cell_train
+from lora_tsd.training import cell, launch
+from lora_tsd.training.checkpoint import RESULT_NEUTRAL
 
 w = snakemake.wildcards
 # Result-neutral knobs (checkpoint_every) are read here, not passed as params: changing them reruns nothing.
-cell = cell_train(snakemake.config, TRAIN_SETS[w.train_set].family, w.train_set, w.method)
-options = {**snakemake.params.train, **{k: cell[k] for k in RESULT_NEUTRAL if k in cell}}
+options_of_cell = cell_train(snakemake.config, TRAIN_SETS[w.train_set].family, w.train_set, w.method)
+options = {**snakemake.params.train, **{k: options_of_cell[k] for k in RESULT_NEUTRAL if k in options_of_cell}}
 # Where SVDs are kept is not a result either (tsd.svd_cache: on or off).
 svd_cache = f"resources/svd/{w.model}" if snakemake.config["tsd"]["svd_cache"] else None
 args = dict(model_name=snakemake.params.model_name, model_src=snakemake.params.model_source,
@@ -32,7 +33,7 @@ args = dict(model_name=snakemake.params.model_name, model_src=snakemake.params.m
             stage_input=snakemake.input.stage[0] if snakemake.input.stage else None)
 if processes > 1:  # data-parallel: torchrun, one process per claimed GPU
     spec = os.path.join(os.path.dirname(snakemake.output.metrics), "launch.json")
-    distributed.launch(processes, args, spec, out=sys.stdout)
+    launch.launch(processes, args, spec, out=sys.stdout)
     os.remove(spec)
 else:
-    train.run(**args)
+    cell.run(**args)

@@ -1,6 +1,6 @@
 # LoRA+ (Hayou et al. 2024) as a baseline trained by its own rule: transformers' Trainer with
 # peft's create_loraplus_optimizer (B learns loraplus_lr_ratio times faster than A). The example
-# of a method that joins the grid through the run-folder contract (lora_tsd/contract.py) instead
+# of a method that joins the grid through the run-folder contract (lora_tsd/pipeline/contract.py) instead
 # of lora_tsd's training loop. Use it with configs/lora-plus.yaml.
 
 

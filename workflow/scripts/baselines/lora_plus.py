@@ -1,5 +1,5 @@
 # Snakemake script: one LoRA+ cell, trained by transformers' Trainer with peft's
-# create_loraplus_optimizer, leaving the run-folder contract (lora_tsd/contract.py): a peft
+# create_loraplus_optimizer, leaving the run-folder contract (lora_tsd/pipeline/contract.py): a peft
 # adapter and train.json. Of lora_tsd it uses only the task data encoding (the prompts every
 # method trains on), model loading, the atomic writers and provenance; not its training loop.
 import math
@@ -12,7 +12,7 @@ import time
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")  # models and data are local by now
 
-from lora_tsd import gpu_slots
+from lora_tsd.pipeline import gpu_slots
 
 gpu, gpu_lock = gpu_slots.claim()  # one GPU per job (no-op on a CPU machine)
 
@@ -22,8 +22,9 @@ from peft import LoraConfig, get_peft_model
 from peft.optimizers import create_loraplus_optimizer
 from transformers import Trainer, TrainingArguments
 
-from lora_tsd import atomic, data, models, provenance
-from lora_tsd.tasks import TASKS, TRAIN_SETS
+from lora_tsd import atomic, models, provenance
+from lora_tsd.data import encoding, prepare
+from lora_tsd.data.tasks import TASKS, TRAIN_SETS
 
 w, cfg, options = snakemake.wildcards, dict(snakemake.params.train), dict(snakemake.params.options)
 rank, seed = int(w.rank), int(w.seed)
@@ -50,18 +51,18 @@ def load():
 def rows(tokenizer):
     """Encoded training rows, less the validation hold-out every method leaves out
     (datasets' train_test_split with seed 42, as lora_tsd's own split)."""
-    table = Dataset.from_list(data.read_jsonl(os.path.join(snakemake.input.data, "train.jsonl")))
+    table = Dataset.from_list(prepare.read_jsonl(os.path.join(snakemake.input.data, "train.jsonl")))
     if cfg.get("val_size"):
         table = table.train_test_split(test_size=cfg["val_size"], shuffle=True, seed=42)["train"]
     if classify:
-        return [data.encode_classification(tokenizer, r, cfg["max_length"]) for r in table]
-    return [data.encode_example(tokenizer, r, cfg["max_length"], bool(cfg.get("train_on_inputs"))) for r in table]
+        return [encoding.encode_classification(tokenizer, r, cfg["max_length"]) for r in table]
+    return [encoding.encode_example(tokenizer, r, cfg["max_length"], bool(cfg.get("train_on_inputs"))) for r in table]
 
 
 def collator(tokenizer):
     if classify:
-        return lambda batch: data.collate_classification(batch, tokenizer.pad_token_id)
-    return lambda batch: data.collate(batch, tokenizer.pad_token_id, side="left")
+        return lambda batch: encoding.collate_classification(batch, tokenizer.pad_token_id)
+    return lambda batch: encoding.collate_causal(batch, tokenizer.pad_token_id, side="left")
 
 
 def arguments(out_dir: str) -> TrainingArguments:

@@ -1,0 +1,121 @@
+"""What every figure shares: method colours and order, rank markers and hatches, panel grids,
+legends, log-axis ticks, titles, the placeholder for a figure with nothing to draw."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+
+DPI = 110
+
+# Fixed colours so a method looks the same in every figure; unknown methods get a stable one.
+COLOURS = {"base": "#7f7f7f", "full": "#000000", "lora": "#1f77b4", "rslora": "#aec7e8", "dora": "#9467bd",
+           "pissa": "#8c564b", "olora": "#bcbd22", "milora": "#17becf", "vera": "#e377c2", "eva": "#c49c94",
+           "lora_init": "#2ca02c", "lora_dash": "#ff7f0e", "lora_tsd": "#d62728"}
+
+ORDER = list(COLOURS)
+
+SPARE = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#5254a3", "#6b6ecf", "#b5cf6b", "#e7ba52"]
+
+RANK_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+MARKS = (("init", "s", "#2ca02c"), ("switch", "v", "k"), ("end", "o", "#d62728"))  # selection markers
+
+LOSS_STYLES = ["-", "--", "-.", (0, (6, 2, 1, 2, 1, 2))]  # ":" marks the switch
+
+RANK_HATCHES = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
+
+
+def colour(method: str) -> str:
+    return COLOURS.get(method) or SPARE[zlib.crc32(method.encode()) % len(SPARE)]
+
+
+def method_order(methods) -> list[str]:
+    """Base first, then the known methods in a fixed order (TSD methods last), then others."""
+    seen = list(dict.fromkeys(methods))
+    return sorted(seen, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+
+
+def rank_key(rank) -> float:
+    """'-' (no rank: base, full fine-tuning) before numeric ranks."""
+    try:
+        return float(rank)
+    except (TypeError, ValueError):
+        return -1.0
+
+
+def grid(n: int, panel=(5.0, 3.6), ncols: int = 3, extra_h: float = 1.0) -> tuple[Figure, list]:
+    """A figure with n panels in rows of up to ncols, room below for a shared legend."""
+    ncols = max(1, min(n, ncols))
+    nrows = -(-n // ncols)
+    # At least 9 inches wide: a one-panel figure must still hold its title and legend.
+    fig = Figure(figsize=(max(9.0, panel[0] * ncols), panel[1] * nrows + extra_h), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def placeholder(title: str, message: str) -> Figure:
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=12)
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, wrap=True, transform=ax.transAxes)
+    return fig
+
+
+def legend_below(fig: Figure, handles: list, title: str | None = None) -> None:
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=9,
+                   title=title, title_fontsize=9, frameon=False)
+
+
+def method_handles(methods) -> list:
+    return [Patch(facecolor=colour(m), label=m) for m in method_order(methods)]
+
+
+def rank_marker(rank, ranks) -> str:
+    return RANK_MARKERS[list(ranks).index(rank) % len(RANK_MARKERS)]
+
+
+def rank_hatch(rank, ranks) -> str:
+    return RANK_HATCHES[list(ranks).index(rank) % len(RANK_HATCHES)]
+
+
+def rank_handles(ranks, markers: bool = True) -> list:
+    """Legend entries for the ranks (markers or hatches); '-' (base, full) has no entry."""
+    ranks = sorted(set(ranks), key=rank_key)
+    if markers:
+        return [Line2D([], [], marker=rank_marker(r, ranks), color="k", ls="", label=f"rank {r}")
+                for r in ranks if r != "-"]
+    return [Patch(facecolor="white", edgecolor="k", hatch=rank_hatch(r, ranks), label=f"rank {r}")
+            for r in ranks if r != "-"]
+
+
+def log_ticks(axis, label, decades: float) -> None:
+    """Labelled log ticks, denser when the data spans less than a few decades, so a narrow
+    range (ranks 8 and 16: a factor 2) still gets several."""
+    subs = np.arange(1.0, 10.0) if decades < 0.5 else (1.0, 2.0, 3.0, 5.0, 7.0) if decades < 2 \
+        else (1.0, 2.0, 5.0) if decades < 4 else (1.0,)
+    axis.set_major_locator(LogLocator(subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def count_label(n: float) -> str:
+    """1200 -> 1.2k, 4e6 -> 4M: parameter counts at a glance."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def panel_title(family, protocol, model, task=None) -> str:
+    scope = "average over tasks" if task in (None, "avg") else task
+    return f"{model}\n{family} / {protocol}: {scope}"

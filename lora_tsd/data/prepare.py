@@ -1,0 +1,137 @@
+"""Task data: normalised examples, the deterministic train/test carve of the embedded
+validation splits, and the train sets built from them (tokenising is encoding.py's)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .. import atomic
+from . import prompts
+from .tasks import TASKS, TRAIN_SETS
+
+
+def carve_key(example: dict, salt: str) -> float:
+    """A number in [0, 1) fixed by the example's content and the salt: identical examples
+    always land on the same side, so the carve is disjoint and reproducible anywhere."""
+    blob = json.dumps(example, sort_keys=True, ensure_ascii=False)
+    digest = hashlib.sha256(f"{salt}\x00{blob}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def carve(examples: list[dict], test_fraction: float, salt: str) -> tuple[list[dict], list[dict]]:
+    train, test, seen = [], [], set()
+    for ex in examples:
+        key = json.dumps(ex, sort_keys=True)
+        if key in seen:  # exact duplicates would only inflate one side
+            continue
+        seen.add(key)
+        (test if carve_key(ex, salt) < test_fraction else train).append(ex)
+    return train, test
+
+
+def packaged_path(relative: str) -> Path:
+    """A data file this package ships (lora_tsd/data/instruction_data/...)."""
+    return Path(__file__).resolve().parent / relative
+
+
+def _hub_rows(path: str, name: str | None, split: str):
+    """A hub dataset, or a local JSON/JSONL file (Commonsense170K's commonsense_170k.json)."""
+    import datasets
+
+    if Path(path).suffix in (".json", ".jsonl"):
+        return datasets.load_dataset("json", data_files=str(path), split="train")
+    return datasets.load_dataset(path, name, split=split)
+
+
+def _test_rows(spec, split) -> list[dict]:
+    """Hub test rows; a task with several test splits (MNLI) tags each row with its subset."""
+    if isinstance(split, str):
+        return [spec.to_example(r) for r in _hub_rows(spec.hub.path, spec.hub.name, split)]
+    return [{**spec.to_example(r), "subset": subset}
+            for subset, s in split.items() for r in _hub_rows(spec.hub.path, spec.hub.name, s)]
+
+
+def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str | Path | None = None) -> dict:
+    """Write <out>/train.jsonl, <out>/test.jsonl and <out>/split.json; returns the manifest."""
+    import datasets
+
+    spec = TASKS[task]
+    if source == "embedded" and spec.packaged:
+        train, test = [], [spec.to_example(r) for r in read_jsonl(packaged_path(spec.packaged))]
+        how = f"shipped file lora_tsd/{spec.packaged} ({len(test)} rows), all held out"
+    elif source == "embedded":
+        examples = [spec.to_example(r) for r in datasets.load_from_disk(str(raw))]
+        train, test = carve(examples, split_cfg["test_fraction"], split_cfg["salt"])
+        how = (f"embedded validation split ({len(examples)} rows) carved by sha256(salt, example) "
+               f"< {split_cfg['test_fraction']} -> test")
+    else:
+        hub = spec.hub
+        train = [] if hub.train_split is None else [
+            spec.to_example(r) for r in _hub_rows(hub.path, hub.name, hub.train_split)]
+        test = _test_rows(spec, hub.test_split)
+        how = f"hub {hub.path}/{hub.name}: {hub.train_split} -> train, {hub.test_split} -> test"
+    manifest = {"task": task, "source": source, "salt": split_cfg.get("salt"), "how": how,
+                "n_train": len(train), "n_test": len(test)}
+    _write_rows(out, {"train": train, "test": test}, manifest)
+    return manifest
+
+
+def _write_rows(out: str | Path, files: dict[str, list[dict]], manifest: dict) -> None:
+    with atomic.directory(out) as tmp:
+        for name, rows in files.items():
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            (tmp / f"{name}.jsonl").write_text(text)
+            manifest[f"sha256_{name}"] = hashlib.sha256(text.encode()).hexdigest()
+        (tmp / "split.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def train_set_origin(name: str, source: str, hub_override: str | None = None) -> str:
+    """Where a train set's rows come from: "tasks" (its tasks' train splits, which the workflow
+    must prepare first), "packaged" (a file this package ships) or "hub" (a hub id or local JSON)."""
+    spec = TRAIN_SETS[name]
+    if spec.family == "glue":
+        return "tasks"
+    if source == "embedded":
+        return "packaged" if spec.packaged else "tasks"
+    return "hub" if hub_override or spec.hub else "tasks"
+
+
+def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str, str | Path],
+                    hub_override: str | None = None) -> dict:
+    """Write <out>/train.jsonl in the train set's format. Embedded: the carved train splits of
+    its tasks (commonsense rendered as Commonsense170K rows) or the shipped file; real configs:
+    the hub id or local JSON the config names (`train_data`), else the registry's default."""
+    spec, origin = TRAIN_SETS[name], train_set_origin(name, source, hub_override)
+    if spec.family == "glue":  # the task's own train split, already normalised
+        rows = read_jsonl(Path(task_dirs[spec.tasks[0]]) / "train.jsonl")
+        how = f"{spec.tasks[0]} train split"
+    elif origin == "packaged":
+        rows = read_jsonl(packaged_path(spec.packaged))
+        how = f"shipped file lora_tsd/{spec.packaged}"
+    elif origin == "tasks":
+        rows = [{**commonsense_row(t, doc), "task": t}
+                for t in spec.tasks for doc in read_jsonl(Path(task_dirs[t]) / "train.jsonl")]
+        how = f"carved train splits of {', '.join(spec.tasks)} in the Commonsense170K format"
+    else:
+        where = hub_override or spec.hub
+        rows = [{k: r.get(k) or "" for k in ("instruction", "input", "output")}
+                for r in _hub_rows(where, None, spec.hub_split)]
+        how = f"{where} ({spec.hub_split} split)"
+    if spec.template:  # the exact text trained on, visible in the file
+        rows = [{**r, "prompt": prompts.TEMPLATES[spec.template](r), "response": r["output"]} for r in rows]
+        how += f"; {spec.template} prompt template"
+    manifest = {"train_set": name, "source": source, "how": how, "n_train": len(rows)}
+    _write_rows(out, {"train": rows}, manifest)
+    return manifest
+
+
+def commonsense_row(task: str, doc: dict) -> dict:
+    """A commonsense task's stored row as an LLM-Adapters row {instruction, input, output, answer}."""
+    spec = TASKS[task]
+    question, options, gold = spec.item(doc)
+    return prompts.commonsense_row(question, options, gold, spec.answer_style)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,275 @@
+"""Config checks that run before any job: every error names the key, the bad value and
+what is allowed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .. import models, provenance
+from ..data.tasks import FAMILIES, TASKS, TRAIN_SETS
+from ..methods.registry import METHODS
+from ..training.checkpoint import RESULT_NEUTRAL, result_train  # noqa: F401  (the workflow reads both here)
+
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+# Per-cell train options: `train`, then these sections' entries for the cell, in this order.
+OVERRIDES = ("family_train", "train_set_train", "method_train")
+LENGTH_KEYS = ("steps", "epochs")  # a run's length: an override of one replaces the other
+
+
+def merge_train(train: dict, *overrides: dict) -> dict:
+    """`train` with each override applied in turn; giving `steps` drops an inherited `epochs`
+    and the reverse, so a family or method can switch how its run length is counted."""
+    merged = dict(train)
+    for override in overrides:
+        for key in LENGTH_KEYS:
+            if override.get(key) is not None:
+                merged.pop(LENGTH_KEYS[1 - LENGTH_KEYS.index(key)], None)
+        merged.update(override)
+    return merged
+
+
+def cell_train(config: dict, family: str, train_set: str, method: str) -> dict:
+    """The train options of one grid cell."""
+    keys = {"family_train": family, "train_set_train": train_set, "method_train": method}
+    return merge_train(config["train"], *[(config.get(sec) or {}).get(keys[sec], {}) for sec in OVERRIDES])
+
+
+def result_eval(eval_cfg: dict) -> dict:
+    """eval options that can change a score (batch_size only changes speed)."""
+    return {k: v for k, v in eval_cfg.items() if k != "batch_size"}
+
+
+def result_tsd(tsd_cfg: dict) -> dict:
+    """tsd options that can change a result (svd_cache is where SVDs are kept)."""
+    return {k: v for k, v in tsd_cfg.items() if k != "svd_cache"}
+
+
+def result_config(config: dict) -> dict:
+    """The config less what cannot change a result (RESULT_NEUTRAL train keys in every section,
+    eval.batch_size, where SVDs are kept, job sizing): what the tables are stamped with."""
+    out = {k: v for k, v in config.items() if k != "cluster"}
+    out["train"] = result_train(config.get("train", {}))
+    for section in OVERRIDES:
+        out[section] = {name: result_train(v) for name, v in (config.get(section) or {}).items()}
+    out["eval"] = result_eval(config.get("eval", {}))
+    out["tsd"] = result_tsd(config.get("tsd", {}))
+    return out
+
+
+def short_hash(obj) -> str:
+    """8 hex digits naming a setting in a folder name (the same setting, the same name)."""
+    return provenance.config_hash(obj)[:8]
+
+
+def local_path(value: str) -> bool:
+    """A config value that names a file on disk rather than a hub id."""
+    return Path(value).suffix in (".json", ".jsonl", ".parquet", ".csv") or value.startswith((".", "/", "~"))
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _schema_problems(config: dict, schema: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"config key '{_key(e.absolute_path)}': {e.message}"
+        for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def _unknown(key: str, value, allowed) -> str:
+    return f"config key '{key}': unknown value {value!r}; allowed values: {', '.join(allowed)}"
+
+
+def known_methods(config: dict) -> dict:
+    """Built-in methods and the config's external ones (name -> registry entry or declaration)."""
+    external = config.get("external_methods") or {}
+    return {**METHODS, **(external if isinstance(external, dict) else {})}
+
+
+def _external_problems(config: dict) -> list[str]:
+    problems = []
+    for name, spec in (config.get("external_methods") or {}).items():
+        if name in METHODS:
+            problems.append(f"config key 'external_methods.{name}': {name!r} is a built-in method; allowed values: "
+                            f"a name not among {', '.join(sorted(METHODS))}")
+        smk = (spec or {}).get("smk") if isinstance(spec, dict) else None
+        if smk and not Path(smk).expanduser().is_file():
+            problems.append(f"config key 'external_methods.{name}.smk': file {smk!r} does not exist (relative paths "
+                            f"are read from {Path.cwd()}); allowed values: an existing Snakemake file")
+    return problems
+
+
+def _registry_problems(config: dict, schema: dict) -> list[str]:
+    problems = _external_problems(config)
+    known = known_methods(config)
+    for i, name in enumerate(config.get("methods", [])):
+        if name not in known:
+            problems.append(_unknown(f"methods[{i}]", name, sorted(known)))
+    train_keys = set(schema["properties"]["train"]["properties"])
+    for section, registry in (("method_train", known), ("family_train", FAMILIES),
+                              ("train_set_train", TRAIN_SETS)):
+        for name, overrides in (config.get(section) or {}).items():
+            if name not in registry:
+                problems.append(_unknown(f"{section}.{name}", name, sorted(registry)))
+            for key in overrides if isinstance(overrides, dict) else []:
+                if key not in train_keys:
+                    problems.append(_unknown(f"{section}.{name}.{key}", key, sorted(train_keys)))
+    for name, value in (config.get("train_data") or {}).items():
+        if name not in TRAIN_SETS:
+            problems.append(_unknown(f"train_data.{name}", name, sorted(TRAIN_SETS)))
+        elif isinstance(value, str) and local_path(value) and not Path(value).expanduser().is_file():
+            problems.append(f"config key 'train_data.{name}': local file {value!r} does not exist "
+                            f"(relative paths are read from {Path.cwd()}); allowed values: an existing JSON/JSONL "
+                            f"file, or a hub id such as 'org/name'")
+    embedded = config.get("data_source", "embedded") == "embedded"
+    for i, name in enumerate(config.get("tasks", [])):
+        if name not in TASKS:
+            problems.append(_unknown(f"tasks[{i}]", name, sorted(TASKS)))
+        elif embedded and not (TASKS[name].embedded or TASKS[name].packaged):
+            offline = sorted(n for n, t in TASKS.items() if t.embedded or t.packaged)
+            problems.append(f"config key 'tasks[{i}]': {name!r} has no embedded copy (data_source: embedded); "
+                            f"allowed values offline: {', '.join(offline)}; or set data_source: hub")
+    listed = config.get("models", [])
+    for i, name in enumerate(listed):
+        if not (name in models.EMBEDDED_MODELS or models.is_hub_id(name)):
+            allowed = sorted(models.EMBEDDED_MODELS) + ["a hub id such as 'org/name'"]
+            problems.append(_unknown(f"models[{i}]", name, allowed))
+        elif local_path(name) and not Path(name).expanduser().is_dir():
+            problems.append(f"config key 'models[{i}]': local model folder {name!r} does not exist; allowed "
+                            f"values: an existing folder, an embedded name or a hub id such as 'org/name'")
+    for section in ("model_kinds", "target_modules", "cluster.model_params"):
+        entries = config
+        for part in section.split("."):
+            entries = (entries or {}).get(part) if isinstance(entries, dict) else None
+        for name in entries or {}:
+            if name not in listed:
+                problems.append(_unknown(f"{section}.{name}", name, listed))
+    return problems + _kind_problems(config)
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _kind_problems(config: dict) -> list[str]:
+    """Each model meets the tasks of its kind; a task no listed model can run (GLUE without an
+    encoder, IFEval with only encoders), or a model no task can use, is an error."""
+    listed = [m for m in config.get("models", []) if m in models.EMBEDDED_MODELS or models.is_hub_id(m)]
+    kinds = {m: models.kind(m, config.get("model_kinds")) for m in listed}
+    tasks = [t for t in config.get("tasks", []) if t in TASKS]
+    problems = []
+    for i, task in enumerate(config.get("tasks", [])):
+        if task in TASKS and listed and TASKS[task].model_kind not in kinds.values():
+            need = TASKS[task].model_kind
+            problems.append(
+                f"config key 'tasks[{i}]': task {task!r} ({TASKS[task].family}) needs {_a(need)} model, but "
+                f"the models are {', '.join(f'{m} ({k})' for m, k in kinds.items())}; add {_a(need)} model "
+                f"(hub ids: declare it under model_kinds) or drop the task")
+    for i, model in enumerate(config.get("models", [])):
+        if model in kinds and tasks and kinds[model] not in {TASKS[t].model_kind for t in tasks}:
+            fits = sorted(n for n, t in TASKS.items() if t.model_kind == kinds[model])
+            problems.append(f"config key 'models[{i}]': {model!r} is {_a(kinds[model])} model but no listed task "
+                            f"needs one; tasks for {kinds[model]} models: {', '.join(fits)}")
+    return problems
+
+
+def _length_problems(config: dict) -> list[str]:
+    """Every cell's run length is given exactly once, as steps or as epochs."""
+    train = config.get("train") or {}
+    if not isinstance(train, dict):
+        return []
+    given = [k for k in LENGTH_KEYS if train.get(k) is not None]
+    if len(given) == 1:
+        return []
+    what = "neither" if not given else "both"
+    return [f"config key 'train': {what} of steps and epochs given; allowed values: exactly one of "
+            f"train.steps (optimizer steps) or train.epochs (passes over the train set), the other null "
+            f"(a --configfile merges into config.yaml's steps: set steps: null there to count epochs)"]
+
+
+def _consistency_problems(config: dict) -> list[str]:
+    problems = []
+    train = config.get("train", {})
+    for key in ("eval_every", "keep_best"):
+        if train.get(key) and not train.get("val_size"):
+            problems.append(f"config key 'train.{key}': {train[key]} needs held-out rows; "
+                            f"allowed values: null/false, or set train.val_size > 0")
+    for method in config.get("methods", []):
+        cell = merge_train(train, (config.get("method_train") or {}).get(method, {}))
+        if method in METHODS and METHODS[method].trains_weights and cell.get("base_dtype") == "bfloat16":
+            problems.append(f"config key 'train.base_dtype': 'bfloat16' for method {method!r}, which trains every "
+                            f"weight (AdamW on bf16 weights loses small updates); allowed values: auto, float32 "
+                            f"(set method_train.{method}.base_dtype)")
+        if isinstance(cell.get("gpus"), int) and isinstance(cell.get("batch_size"), int) \
+                and cell["gpus"] > cell["batch_size"]:
+            problems.append(f"config key 'train.gpus': {cell['gpus']} processes for batches of {cell['batch_size']} "
+                            f"rows ({method}); allowed values: 1 to train.batch_size")
+    dashing = {m for m in config.get("methods", []) if m in METHODS and METHODS[m].switches}
+    steps = train.get("steps")
+    t = config.get("tsd", {}).get("dash_t", 100)
+    if dashing and isinstance(steps, int) and isinstance(t, (int, float)) and t >= 1 and t >= steps:
+        problems.append(
+            f"config key 'tsd.dash_t': {t} is not below train.steps ({steps}), so {sorted(dashing)} would "
+            f"never switch; allowed values: 0 <= dash_t < {steps}, or a fraction below 1"
+        )
+    return problems
+
+
+def _override_problems(config: dict, schema: dict) -> list[str]:
+    """Each override section's entries, merged over `train`, must still satisfy the schema."""
+    problems = []
+    train_schema = schema["properties"]["train"]
+    for section in OVERRIDES:
+        for name, overrides in (config.get(section) or {}).items():
+            if isinstance(overrides, dict) and isinstance(config.get("train"), dict):
+                merged = merge_train(config["train"], overrides)
+                for e in jsonschema.Draft202012Validator(train_schema).iter_errors(merged):
+                    problems.append(f"config key '{section}.{name}.{_key(e.absolute_path)}': {e.message}")
+    return problems
+
+
+def external_rule_problems(config: dict, rules: dict, run_of) -> list[str]:
+    """Once every rule file is read: each external method's rule exists and writes the
+    contract's files for its method (`rules`: rule name -> its output patterns; `run_of(name)`:
+    the method's cell-folder pattern, the workflow's external_run)."""
+    problems = []
+    for name, spec in (config.get("external_methods") or {}).items():
+        rule = spec["rule"]
+        if rule not in rules:
+            problems.append(_unknown(f"external_methods.{name}.rule", rule, sorted(rules)))
+            continue
+        run = run_of(name)
+        missing = [f for f in (f"{run}/adapter", f"{run}/train.json") if f not in rules[rule]]
+        if missing:
+            problems.append(f"config key 'external_methods.{name}.rule': rule {rule!r} does not write "
+                            f"{', '.join(missing)}; allowed values: a rule whose output is the run-folder contract "
+                            f"(use external_run({name!r}) in its output)")
+    return problems
+
+
+def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
+    """Raise ConfigError listing every problem; return None when the config is usable."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config, schema)
+                + _override_problems(config, schema))
+    if not problems:
+        problems = _consistency_problems(config)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def load(path: str | Path) -> dict:
+    return yaml.safe_load(Path(path).read_text())
