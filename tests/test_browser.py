@@ -13,6 +13,7 @@ import pytest
 from browser import check_report
 
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+pytestmark = pytest.mark.browser
 
 # A keyword's value that continues on the next line must start on its own line: Snakemake 9's
 # parser takes `output: report(...,\n    category=...)` for an unknown keyword `category`.

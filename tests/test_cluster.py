@@ -134,6 +134,7 @@ def test_weights_come_in_one_format():
     assert hub.weight_patterns(["pytorch_model.bin", "config.json"]) == ["*.bin"]
 
 
+@pytest.mark.e2e
 def test_a_failed_download_fails_its_rule_with_the_message_and_runs_nothing_else(tmp_path):
     """The hub stands in as a closed loopback port (this machine reaches no hub): the download
     rule fails at once with the reason, and no job that needs the model starts."""
@@ -228,6 +229,7 @@ def _with_commonsense170k(workdir):
     (workdir / "resources" / "commonsense_170k.json").write_text("[]")
 
 
+@pytest.mark.e2e
 def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
     configs = [ROOT / "configs/paper/commonsense.yaml", ROOT / "configs/paper/commonsense-llama3-8b.yaml"]
     _with_commonsense170k(tmp_path)
@@ -250,6 +252,7 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
     assert all(10 < t < 1440 for t in base) and max(base) > min(base)  # HellaSwag's 10042 rows take longest
 
 
+@pytest.mark.e2e
 def test_the_profile_on_the_smoke_grid_asks_for_little(tmp_path):
     configs = [ROOT / "configs/smoke.yaml"]
     _fake_upstream(tmp_path, configs)

@@ -61,6 +61,7 @@ def test_a_missing_local_model_folder_names_the_key_and_path(tmp_path):
     check({**DEFAULT, "models": [str(tmp_path / "my-model"), "all-minilm-l6-v2"]}, SCHEMA)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("paths", list(PRESETS), ids=lambda p: Path(p[-1]).stem)
 def test_paper_presets_build_their_whole_dag_without_network(paths, with_commonsense170k):
     """A dry run downloads nothing: with the hub allowed (as a preset needs), the DAG builds on

@@ -10,7 +10,10 @@ import yaml
 from lora_tsd.pipeline import config, contract
 from lora_tsd.training import cell
 
-from test_workflow import ROOT, SMOKE, _cmd, _env, _snakemake
+from grids import ROOT, SMOKE
+from grids import command as _cmd
+from grids import env as _env
+from grids import run as _snakemake
 
 CELL = {"model": "tiny-llama", "train_set": "commonsense170k", "method": "mine", "rank": 4, "seed": 0}
 LORA_PLUS = yaml.safe_load((ROOT / "configs" / "lora-plus.yaml").read_text())["external_methods"]

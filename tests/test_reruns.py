@@ -164,6 +164,7 @@ def restore(tree):
         path.write_text(text)
 
 
+@pytest.mark.e2e
 def test_result_neutral_knobs_and_script_edits_rerun_nothing(tree, restore):
     repo, work = tree
     assert _planned(repo, work) == {}
@@ -185,6 +186,7 @@ def _planned_cells(repo, work) -> set[str]:
     return set(re.findall(r"output: results/a/runs/[^/]+/[^/]+/(\w+)/r\d+/s\d+/adapter", out))
 
 
+@pytest.mark.e2e
 def test_an_edit_to_lora_dash_s_hook_retrains_only_the_cells_that_dash(tree, restore):
     repo, work = tree
     _edit(repo / "lora_tsd" / "methods" / "dash.py", "if step == ctx.steps(ctx.tsd[\"dash_t\"])",
@@ -194,6 +196,7 @@ def test_an_edit_to_lora_dash_s_hook_retrains_only_the_cells_that_dash(tree, res
     assert jobs.get("train") == 2 and jobs.get("evaluate") == 2 and "evaluate_base" not in jobs, jobs
 
 
+@pytest.mark.e2e
 def test_an_edit_to_lora_init_s_hook_retrains_only_the_cells_that_initialise(tree, restore):
     repo, work = tree
     _edit(repo / "lora_tsd" / "methods" / "lora_init.py", "n = ctx.steps(ctx.tsd[\"init_steps\"])",
@@ -201,6 +204,7 @@ def test_an_edit_to_lora_init_s_hook_retrains_only_the_cells_that_initialise(tre
     assert _planned_cells(repo, work) == {"lora_init", "lora_tsd"}
 
 
+@pytest.mark.e2e
 def test_a_result_changing_option_retrains_every_cell(tree):
     repo, work = tree
     jobs = _planned(repo, work, train={"lr": 2.0e-3})
@@ -209,6 +213,7 @@ def test_a_result_changing_option_retrains_every_cell(tree):
     assert jobs.get("train") == 3, jobs  # only the TSD methods read tsd options
 
 
+@pytest.mark.e2e
 def test_two_grids_coexist_and_neither_reruns_the_other(tree):
     repo, work = tree
     lead_a = work / "results" / "a" / "leaderboard.csv"

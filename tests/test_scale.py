@@ -18,7 +18,7 @@ from lora_tsd import models
 from lora_tsd.methods import hooks, registry
 from lora_tsd.pipeline import config
 from lora_tsd.tiny import make_llama, make_tokenizer
-from lora_tsd.training import cell, collectives, launch, loop
+from lora_tsd.training import cell, collectives, launch
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 TSD = {"dash_t": 3, "dash_s": 2, "svd_dtype": "float32", "init_estimate": "warmup", "init_steps": 2,
@@ -63,7 +63,7 @@ def test_auto_is_bf16_only_on_a_bf16_gpu_and_never_for_weights_that_train():
 def test_bf16_base_weights_train_float32_adapters(method, model_dir, data_dir, tmp_path, train_cfg):
     cfg = {**train_cfg, "steps": 8, "base_dtype": "bfloat16"}
     seen = {}
-    real_fit = loop.fit
+    real_fit = cell.fit  # the loop as the cell calls it
 
     def spy(model, *a, **kw):  # the model as training sees it
         frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
@@ -71,11 +71,11 @@ def test_bf16_base_weights_train_float32_adapters(method, model_dir, data_dir, t
         seen.update(frozen=frozen, trained=trained)
         return real_fit(model, *a, **kw)
 
-    loop.fit = spy
+    cell.fit = spy
     try:
         metrics = _run(model_dir, data_dir, tmp_path, cfg, method)
     finally:
-        loop.fit = real_fit
+        cell.fit = real_fit
     assert seen["frozen"] == {torch.bfloat16}
     assert set(seen["trained"].values()) == {torch.float32}
     if method in ("lora_dash", "lora_tsd"):
@@ -166,6 +166,7 @@ def _adapter(folder):
     return load_file(folder / "adapter" / "adapter_model.safetensors")
 
 
+@pytest.mark.torchrun
 @pytest.mark.parametrize("batch_size,micro", [(4, None), (5, 2)])
 def test_two_processes_give_the_single_process_loss_curve(batch_size, micro, model_dir, data_dir, tmp_path,
                                                           train_cfg):
@@ -185,6 +186,7 @@ def test_two_processes_give_the_single_process_loss_curve(batch_size, micro, mod
     assert not (tmp_path / "two" / "checkpoint").exists()
 
 
+@pytest.mark.torchrun
 def test_a_killed_data_parallel_cell_resumes_to_the_same_curve(model_dir, data_dir, tmp_path, train_cfg):
     cfg = {**train_cfg, "steps": 60, "lora_dropout": 0.0, "checkpoint_every": 5, "gpus": 2}
     whole = _launch(model_dir, data_dir, tmp_path / "whole", cfg, 2)
@@ -240,9 +242,11 @@ def test_rows_split_contiguously_and_cover_the_batch(monkeypatch):
 
 
 @pytest.mark.e2e
+@pytest.mark.torchrun
 def test_the_workflow_trains_a_cell_over_two_processes(tmp_path):
     """`train.gpus: 2` through snakemake: the rule asks for 2 GPUs and its script launches torchrun."""
-    from test_workflow import SMOKE, _snakemake
+    from grids import SMOKE
+    from grids import run as _snakemake
 
     cfg = {**SMOKE, "name": "ddp", "models": ["tiny-llama"], "tasks": ["arc_easy"], "methods": ["lora_dash"],
            "train": {**SMOKE["train"], "gpus": 2}, "eval": {**SMOKE["eval"], "protocols": ["loglik"]}}
@@ -269,6 +273,7 @@ cell.run(**json.loads(Path(sys.argv[1]).read_text()))
 """
 
 
+@pytest.mark.torchrun
 def test_one_failing_process_ends_the_cell_instead_of_hanging(model_dir, data_dir, tmp_path, train_cfg):
     """Rank 0 is inside a collective when rank 1 fails: rank 1 must exit (not wait at a barrier)."""
     (tmp_path / "worker.py").write_text(FAILS_ON_RANK_1)

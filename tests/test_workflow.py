@@ -188,6 +188,7 @@ def test_every_cell_has_a_ci_and_every_method_a_paired_comparison_with_lora(work
     assert md.count("### Paired with LoRA") == 4 and md.count("### Cost") == 3  # per protocol, per family
 
 
+@pytest.mark.browser
 def test_report_shows_every_family_s_tables_and_figures_in_a_browser(workdir, smoke_run, chromium):
     from browser import check_report
 

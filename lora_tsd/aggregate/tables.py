@@ -264,7 +264,7 @@ def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> list[tuple]:
-    """The leaderboard as (family or None, kind, content) blocks, kind one of h1/h2/h3/p/li/table:
+    """The leaderboard as (family or None, tag, content) blocks, tag one of h1/h2/h3/p/li/table:
     rendered as the markdown leaderboard and as each family's page of the HTML report."""
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
     compared = compared if compared is not None else pd.DataFrame(columns=uncertainty.KEY + ["significant"])
@@ -310,18 +310,18 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
                  "warm-up, EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS "
                  "on CPU."),
                 (family, "table", cost_table(summary, family))]
-    return out + [("reproduction", kind, content) for kind, content in reproduction.blocks(reproduction.table(summary))]
+    return out + [("reproduction", tag, content) for tag, content in reproduction.blocks(reproduction.table(summary))]
 
 
 def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> str:
     lines = []
-    for _, kind, content in blocks(df, summary, stamp, compared):
-        if kind == "table":
+    for _, tag, content in blocks(df, summary, stamp, compared):
+        if tag == "table":
             lines += [content.to_markdown(index=False, disable_numparse=True), ""]
-        elif kind == "li":
+        elif tag == "li":
             lines.append(f"- {content}")
         else:
-            prefix = {"h1": "# ", "h2": "## ", "h3": "### ", "p": ""}[kind]
+            prefix = {"h1": "# ", "h2": "## ", "h3": "### ", "p": ""}[tag]
             lines += ([""] if lines and lines[-1].startswith("- ") else []) + [prefix + content, ""]
     return "\n".join(lines)
 
@@ -334,15 +334,15 @@ def to_html(all_blocks: list[tuple], family: str | None, title: str) -> str:
     body = [f"<h1>{html.escape(title)}</h1>"]
     if family and not any(fam == family for fam, _, _ in all_blocks):
         body.append(f"<p>This grid has no {html.escape(family)} rows.</p>")
-    for fam, kind, content in all_blocks:
-        if (family and fam not in (None, family)) or kind == "h1":
+    for fam, tag, content in all_blocks:
+        if (family and fam not in (None, family)) or tag == "h1":
             continue
-        if kind == "table":
+        if tag == "table":
             body.append(content.to_html(index=False, border=1, classes="leaderboard", na_rep="-"))
-        elif kind == "li":
+        elif tag == "li":
             body.append(f"<ul><li>{html.escape(content)}</li></ul>")
         else:
-            body.append(f"<{kind}>{html.escape(content)}</{kind}>")
+            body.append(f"<{tag}>{html.escape(content)}</{tag}>")
     style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
              " td,th{padding:2px 6px;white-space:nowrap} th{background:#eee}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

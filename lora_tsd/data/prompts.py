@@ -105,8 +105,8 @@ def commonsense_row(question: str, options: list[str], gold: int, style: str) ->
     instruction = lay.head.format(q=question)
     if lay.label is not None:
         instruction += "\n\n" + lay.option_sep.join(f"{lay.label}{i + 1}: {o}" for i, o in enumerate(options))
-    fmt = "true/false" if style == "truefalse" else "/".join(words)
-    instruction += f"{lay.format_sep}Answer format: {fmt}"
+    answer_format = "true/false" if style == "truefalse" else "/".join(words)
+    instruction += f"{lay.format_sep}Answer format: {answer_format}"
     answer = words[gold]
     return {"instruction": instruction, "input": "", "output": f"the correct answer is {answer}", "answer": answer}
 

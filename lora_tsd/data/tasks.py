@@ -86,7 +86,7 @@ def _as_dict(value):
 # `item` gives (question, options, gold) for the LLM-Adapters instruction (generative protocol
 # and training), exactly as LLM-Adapters built its rows from the same raw fields.
 
-def _plain(row: dict) -> dict:
+def _parsed_row(row: dict) -> dict:
     """A row as stored, nested fields parsed (some saved splits hold them as their Python repr)."""
     return {k: _as_dict(v) if k in ("choices", "endings") else v for k, v in row.items()}
 
@@ -149,7 +149,7 @@ _C, _G, _I = "commonsense", "glue", "instruction"
 _CS = "commonsense170k"
 
 
-def _cs(name, embedded, hub, item, style, yaml, to_example=_plain) -> Task:
+def _cs(name, embedded, hub, item, style, yaml, to_example=_parsed_row) -> Task:
     return Task(name, _C, hub, to_example, _CS, embedded=embedded, lm_eval_task=name, lm_eval_yaml=yaml,
                 answer_style=style, item=item)
 

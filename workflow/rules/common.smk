@@ -14,6 +14,7 @@ from lora_tsd.pipeline import assets, hub
 from lora_tsd.pipeline.codehash import code_hash
 from lora_tsd.pipeline.config import (ConfigError, cell_train, check, external_rule_problems, known_methods,
                                       local_path, result_config, result_eval, result_train, result_tsd, short_hash)
+from lora_tsd.pipeline.config import SCHEMA as CONFIG_SCHEMA
 
 
 def _stop(message):
@@ -21,11 +22,12 @@ def _stop(message):
     raise SystemExit(1)
 
 
+# The schema ships with the package (workflow/schemas/ links to it), so a wheel install has it too.
 try:
-    check(config, workflow.source_path("../schemas/config.schema.yaml"))
+    check(config, CONFIG_SCHEMA)
 except ConfigError as err:
     _stop(err)
-validate(config, "../schemas/config.schema.yaml")  # also fills schema defaults
+validate(config, str(CONFIG_SCHEMA))  # also fills schema defaults
 
 # Offline by default. A config that names hub models or data needs the hub once, for the local
 # download rules; it stops here, before any job, if the environment says offline.

@@ -59,23 +59,23 @@ def error_bars(rows: pd.DataFrame) -> tuple[np.ndarray, str]:
     std = np.nan_to_num(rows["std"].to_numpy(float))
     below = np.where(has_ci, mean - lo, std)
     above = np.where(has_ci, hi - mean, std)
-    kind = "95% CI" if has_ci.all() else "± std over seeds" if not has_ci.any() else "95% CI (± std where no CI)"
-    return np.maximum(np.vstack([below, above]), 0), kind
+    label = "95% CI" if has_ci.all() else "± std over seeds" if not has_ci.any() else "95% CI (± std where no CI)"
+    return np.maximum(np.vstack([below, above]), 0), label
 
 
-def panels(h: pd.DataFrame) -> list[tuple]:
+def panels(heads: pd.DataFrame) -> list[tuple]:
     """(family, protocol, model, task) keys of the headline's panels, in table order."""
-    return list(dict.fromkeys(zip(h["family"], h["protocol"], h["model"], h["task"])))
+    return list(dict.fromkeys(zip(heads["family"], heads["protocol"], heads["model"], heads["task"])))
 
 
-def trained_panels(h: pd.DataFrame) -> list[tuple]:
+def trained_panels(heads: pd.DataFrame) -> list[tuple]:
     """The panels with at least one trained method (a base-only panel has nothing to compare)."""
-    return [] if h.empty else [k for k in panels(h) if (rows_of(h, k)["method"] != "base").any()]
+    return [] if heads.empty else [k for k in panels(heads) if (rows_of(heads, k)["method"] != "base").any()]
 
 
-def rows_of(h: pd.DataFrame, key: tuple) -> pd.DataFrame:
+def rows_of(heads: pd.DataFrame, key: tuple) -> pd.DataFrame:
     f, p, m, t = key
-    return h[(h["family"] == f) & (h["protocol"] == p) & (h["model"] == m) & (h["task"] == t)]
+    return heads[(heads["family"] == f) & (heads["protocol"] == p) & (heads["model"] == m) & (heads["task"] == t)]
 
 
 def draw_base(ax, rows: pd.DataFrame) -> bool:
@@ -92,20 +92,20 @@ def base_handle() -> Line2D:
 
 def pareto_figure(summary: pd.DataFrame) -> Figure:
     """Headline score against trainable parameters, the Pareto front as a step line."""
-    h = headline(summary)
-    if not h.empty:  # a method without a parameter count has no place on a log axis
-        h = h[(h["method"] == "base") | (h["trainable_params"].fillna(0) > 0)]
-    keys = trained_panels(h)
+    heads = headline(summary)
+    if not heads.empty:  # a method without a parameter count has no place on a log axis
+        heads = heads[(heads["method"] == "base") | (heads["trainable_params"].fillna(0) > 0)]
+    keys = trained_panels(heads)
     if not keys:
         return placeholder("Score against trainable parameters", "no trained cell with a score in this grid")
     fig, axes = grid(len(keys))
-    kinds, based = set(), False
-    all_ranks = sorted(h.loc[h["method"] != "base", "rank"].unique(), key=rank_key)
+    bar_labels, based = set(), False
+    all_ranks = sorted(heads.loc[heads["method"] != "base", "rank"].unique(), key=rank_key)
     for ax, key in zip(axes, keys):
-        rows = rows_of(h, key)
+        rows = rows_of(heads, key)
         trained = rows[rows["method"] != "base"]
-        bars, kind = error_bars(trained)
-        kinds.add(kind)
+        bars, label = error_bars(trained)
+        bar_labels.add(label)
         order = method_order(trained["method"])
         for i, r in enumerate(trained.itertuples()):
             # Methods of one rank share a parameter count: each is nudged sideways by a few
@@ -140,32 +140,32 @@ def pareto_figure(summary: pd.DataFrame) -> Figure:
             top = ax.secondary_xaxis("top", functions=(lambda x, t=total: 100 * x / t, lambda p, t=total: p * t / 100))
             log_ticks(top.xaxis, lambda v: f"{v:.3g}%", span)
             top.set_xlabel(f"% of the base model's {count_label(total)} parameters", fontsize=9)
-    handles = method_handles(h.loc[h["method"] != "base", "method"]) + rank_handles(all_ranks) + \
+    handles = method_handles(heads.loc[heads["method"] != "base", "method"]) + rank_handles(all_ranks) + \
         [Line2D([], [], color="k", alpha=0.6, label="Pareto front")] + ([base_handle()] if based else [])
     legend_below(fig, handles)
-    fig.suptitle(f"Headline score against trainable parameters (error bars: {' / '.join(sorted(kinds))})",
+    fig.suptitle(f"Headline score against trainable parameters (error bars: {' / '.join(sorted(bar_labels))})",
                  fontsize=12)
     return fig
 
 
 def rank_figure(summary: pd.DataFrame) -> Figure:
     """Headline score against the adapter rank, a line per method."""
-    h = headline(summary)
-    keys = trained_panels(h)
+    heads = headline(summary)
+    keys = trained_panels(heads)
     if not keys:
         return placeholder("Score against rank", "no trained cell with a score in this grid")
     fig, axes = grid(len(keys))
-    kinds, based, rankless = set(), False, False
+    bar_labels, based, rankless = set(), False, False
     for ax, key in zip(axes, keys):
-        rows = rows_of(h, key)
+        rows = rows_of(heads, key)
         ranked = rows[rows["rank"].map(rank_key) > 0]
         for method in method_order(rows.loc[rows["method"] != "base", "method"]):
             part = rows[rows["method"] == method]
             part = part.iloc[np.argsort(part["rank"].map(rank_key).to_numpy(), kind="stable")]
             if (part["rank"].map(rank_key) > 0).any():
                 part = part[part["rank"].map(rank_key) > 0]
-                bars, kind = error_bars(part)
-                kinds.add(kind)
+                bars, label = error_bars(part)
+                bar_labels.add(label)
                 bar = ax.errorbar(part["rank"].map(rank_key), part["mean"], yerr=bars, fmt="-o", ms=5,
                                   color=colour(method), elinewidth=1, capsize=3)
                 bar.lines[0].set_gid(method)
@@ -184,10 +184,10 @@ def rank_figure(summary: pd.DataFrame) -> Figure:
         ax.set_ylabel(f"{rows['metric'].iloc[0]} (%)")
         ax.set_title(panel_title(*key), fontsize=10)
         ax.grid(alpha=0.3)
-    handles = method_handles(h.loc[h["method"] != "base", "method"]) + ([base_handle()] if based else []) + \
+    handles = method_handles(heads.loc[heads["method"] != "base", "method"]) + ([base_handle()] if based else []) + \
         ([Line2D([], [], color="k", ls=":", label="no rank (level)")] if rankless else [])
     legend_below(fig, handles)
-    fig.suptitle(f"Headline score against rank (error bars: {' / '.join(sorted(kinds)) or 'none'})", fontsize=12)
+    fig.suptitle(f"Headline score against rank (error bars: {' / '.join(sorted(bar_labels)) or 'none'})", fontsize=12)
     return fig
 
 
@@ -203,7 +203,7 @@ def bars_figure(summary: pd.DataFrame) -> Figure:
         return placeholder("Scores per task", "no score in this grid")
     widest = max(rows["task"].nunique() * len(rows.groupby(["method", "rank"])) for _, rows in groups)
     fig, axes = grid(len(groups), panel=(min(22.0, max(7.0, 0.22 * widest + 2.5)), 3.8), ncols=1)
-    kinds, methods = set(), set()
+    bar_labels, methods = set(), set()
     all_ranks = sorted(summary["rank"].unique(), key=rank_key)
     for ax, ((family, protocol, model), rows) in zip(axes, groups):
         tasks = [t for t in dict.fromkeys(rows["task"]) if t != "avg"]
@@ -214,8 +214,8 @@ def bars_figure(summary: pd.DataFrame) -> Figure:
         for j, (method, rank) in enumerate(combos):
             part = rows[(rows["method"] == method) & (rows["rank"] == rank)].set_index("task")
             part = part.reindex([t for t in tasks if t in part.index])
-            bars, kind = error_bars(part)
-            kinds.add(kind)
+            bars, label = error_bars(part)
+            bar_labels.add(label)
             methods.add(method)
             x = np.array([tasks.index(t) for t in part.index]) - 0.4 + width * (j + 0.5)
             ax.bar(x, part["mean"], width, yerr=bars, color=colour(method), edgecolor="k", linewidth=0.4,
@@ -228,6 +228,6 @@ def bars_figure(summary: pd.DataFrame) -> Figure:
         ax.set_title(f"{model} — {family} / {protocol}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     legend_below(fig, method_handles(methods) + rank_handles(all_ranks, markers=False))
-    fig.suptitle(f"Scores per task (error bars: {' / '.join(sorted(kinds))}; y axis does not start at 0)",
+    fig.suptitle(f"Scores per task (error bars: {' / '.join(sorted(bar_labels))}; y axis does not start at 0)",
                  fontsize=12)
     return fig
