@@ -67,4 +67,17 @@ def test_a_wheel_installed_without_editable_serves_schemas_and_data(tmp_path):
     from lora_tsd.pipeline import codehash
 
     assert found["code hash"] == codehash.code_hash("lora_tsd.training.cell", "lora_dash")  # the same code
+    # The workflow, copied without the package beside it, plans the smoke grid on the wheel alone.
+    flow = tmp_path / "flow"
+    flow.mkdir()
+    shutil.copy(ROOT / "Snakefile", flow / "Snakefile")
+    shutil.copytree(ROOT / "workflow", flow / "workflow", symlinks=True)
+    shutil.rmtree(flow / "workflow" / "schemas")  # the links point into the checkout's package
+    work = tmp_path / "work"
+    work.mkdir()
+    dry = subprocess.run([str(python), "-m", "snakemake", "-s", str(flow / "Snakefile"), "--directory", str(work),
+                          "--configfile", str(config), "--cores", "1", "-n"], capture_output=True, text=True,
+                         cwd=tmp_path, env={**env(), "PYTHONPATH": sysconfig.get_paths()["purelib"]}, timeout=600)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "aggregate" in dry.stdout and "train" in dry.stdout
     shutil.rmtree(venv)

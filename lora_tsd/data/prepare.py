@@ -59,7 +59,7 @@ def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str |
     spec = TASKS[task]
     if source == "embedded" and spec.packaged:
         train, test = [], [spec.to_example(r) for r in read_jsonl(packaged_path(spec.packaged))]
-        how = f"shipped file lora_tsd/{spec.packaged} ({len(test)} rows), all held out"
+        how = f"shipped file lora_tsd/data/{spec.packaged} ({len(test)} rows), all held out"
     elif source == "embedded":
         examples = [spec.to_example(r) for r in datasets.load_from_disk(str(raw))]
         train, test = carve(examples, split_cfg["test_fraction"], split_cfg["salt"])
@@ -108,7 +108,7 @@ def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str
         how = f"{spec.tasks[0]} train split"
     elif origin == "packaged":
         rows = read_jsonl(packaged_path(spec.packaged))
-        how = f"shipped file lora_tsd/{spec.packaged}"
+        how = f"shipped file lora_tsd/data/{spec.packaged}"
     elif origin == "tasks":
         rows = [{**commonsense_row(t, doc), "task": t}
                 for t in spec.tasks for doc in read_jsonl(Path(task_dirs[t]) / "train.jsonl")]

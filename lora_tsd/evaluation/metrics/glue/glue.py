@@ -42,11 +42,11 @@ Returns: depending on the configuration (task),
     "pearson": Pearson correlation (stsb),
     "spearmanr": Spearman rank correlation (stsb).
 Examples:
-    >>> glue_metric = evaluate.load("lora_tsd/metrics/glue", "mrpc")
+    >>> glue_metric = evaluate.load("lora_tsd/evaluation/metrics/glue", "mrpc")
     >>> glue_metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0])
     {'accuracy': 0.75, 'f1': 0.6666666666666666}
 
-    >>> glue_metric = evaluate.load("lora_tsd/metrics/glue", "stsb")
+    >>> glue_metric = evaluate.load("lora_tsd/evaluation/metrics/glue", "stsb")
     >>> results = glue_metric.compute(predictions=[0.0, 1.0, 2.0, 3.0], references=[0.0, 1.0, 2.0, 3.0])
     >>> {k: round(v, 2) for k, v in results.items()}
     {'pearson': 1.0, 'spearmanr': 1.0}
