@@ -19,3 +19,32 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_test_one():
 
 def test_torch_is_pinned():
     assert '"torch==2.13.0"' in (ROOT / "pyproject.toml").read_text()
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    import re
+
+    heads = re.findall(r"^#{1,6} (.+)$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_every_relative_link_in_the_docs_resolves_to_a_file_and_heading():
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 9
+    broken = []
+    for page in pages:
+        text = page.read_text()
+        text = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks hold no links
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text()):
+                broken.append(f"{page.name}: {target} (no such heading)")
+    assert broken == []

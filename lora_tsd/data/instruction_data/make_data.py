@@ -1,6 +1,6 @@
 """Deterministic generator of the embedded instruction-following data.
 
-`python -m lora_tsd.instruction_data.make_data` rewrites the two committed files next to it:
+`python -m lora_tsd.data.instruction_data.make_data` rewrites the two committed files next to it:
 - train.jsonl: Alpaca rows (instruction, input, output) whose output satisfies every listed
   IFEval constraint under lm-eval's strict checker; each row keeps its instruction ids, kwargs
   and topic so a test can re-check it.
