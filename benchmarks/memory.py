@@ -72,7 +72,7 @@ def measure(shape_name: str, rank: int, seq: int, dropout: float) -> float:
         base.model.layers = base.model.layers[:layers]
         base.config.num_hidden_layers = layers
         model = registry.attach("lora", base, rank, {"lora_alpha_ratio": 2, "lora_dropout": dropout},
-                               models.TARGET_MODULES["llama"]) if layers else base.requires_grad_(True)
+                                models.TARGET_MODULES["llama"]) if layers else base.requires_grad_(True)
         sizes = []
         for n in (seq // 2, seq):
             ids = torch.randint(0, 1024, (1, n), generator=torch.Generator().manual_seed(0))

@@ -36,7 +36,7 @@ def board(tmp_path):
     ]
     stamp = {"commit": "abc123", "config_hash": "deadbeef", "data": "arc_easy: carved"}
     df = tables.write(files, {"seeds": [0, 1]}, stamp, tmp_path / "lb.md", tmp_path / "lb.csv",
-                         tmp_path / "lb.json")
+                      tmp_path / "lb.json")
     return df, tmp_path
 
 

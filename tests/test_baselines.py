@@ -121,12 +121,12 @@ def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokeniz
     (tmp_path / "task").mkdir()
     (tmp_path / "task" / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     eva.eva_init(str(tmp_path / "model"), "commonsense170k", tmp_path / "task", 4, train_cfg, tmp_path / "eva.pt",
-                    n_batches=4)
+                 n_batches=4)
 
     torch.manual_seed(0)
     model = registry.attach("eva", make_llama(vocab_size=1000), 4, train_cfg, TARGETS)
     ctx = cell.make_context(tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
-                             stage_input=str(tmp_path / "eva.pt"))
+                            stage_input=str(tmp_path / "eva.pt"))
     registry.METHODS["eva"].hooks.setup(model, ctx)
     saved = torch.load(tmp_path / "eva.pt", weights_only=True)
     assert len(saved["state"]) == 2 * len(TARGETS)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from grids import env
 from lora_tsd.pipeline.config import ConfigError, check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,11 +203,10 @@ def test_misspelt_key_and_bad_type_are_rejected():
 def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     bad = {**DEFAULT, "methods": ["lorra"], "ranks": [0]}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(
         ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
          "--configfile", str(tmp_path / "bad.yaml")],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env(), timeout=300,
     )
     assert proc.returncode != 0
     assert "methods[0]" in proc.stderr and "'lorra'" in proc.stderr and "lora_tsd, milora" in proc.stderr

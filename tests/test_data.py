@@ -47,7 +47,7 @@ def test_encode_truncates_from_the_left(tokenizer):
 
 def test_collate_pads_right_and_ignores_padding():
     batch = encoding.collate_causal([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
-                          {"input_ids": [8], "labels": [8]}], pad_id=0)
+                                     {"input_ids": [8], "labels": [8]}], pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

@@ -52,7 +52,7 @@ def test_lm_eval_accuracy_equals_a_direct_log_likelihood_argmax(tokenizer, examp
 def test_limit_scores_only_the_first_examples(tokenizer, examples, tmp_path):
     test_file = _write(tmp_path / "test.jsonl", _arc_docs(examples))
     res = scoring.score_lm(make_llama(vocab_size=1000), tokenizer, "arc_easy", test_file,
-                              {**LOGLIK, "limit": 5}, "embedded")
+                           {**LOGLIK, "limit": 5}, "embedded")
     assert list(res) == ["loglik"] and res["loglik"]["n_test"] == 5
 
 

@@ -72,7 +72,7 @@ def test_the_built_in_training_meets_the_contract(tmp_path, tokenizer, examples,
     data.mkdir()
     (data / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     cell.run("tiny-llama", "unused", "commonsense170k", data, "lora_dash", 4, 0, {**train_cfg, "steps": 4},
-              tmp_path / "run" / "adapter", tmp_path / "run" / "train.json", tsd_cfg={"dash_t": 2, "dash_s": 2})
+             tmp_path / "run" / "adapter", tmp_path / "run" / "train.json", tsd_cfg={"dash_t": 2, "dash_s": 2})
     contract.check_run(tmp_path / "run", {**CELL, "method": "lora_dash"}, "train")
 
 

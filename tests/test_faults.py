@@ -26,7 +26,7 @@ def _cell(tmp_path, tokenizer, examples, cfg, method="lora", monkeypatch=None, n
     (data_dir / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     run_dir = tmp_path / name
     return cell.run("tiny-llama", "unused", "commonsense170k", data_dir, method, 4, 0, cfg, run_dir / "adapter",
-                     run_dir / "train.json", tsd_cfg=TSD), run_dir
+                    run_dir / "train.json", tsd_cfg=TSD), run_dir
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def tiny_base(monkeypatch, tokenizer):
 # --- divergence
 
 def test_a_non_finite_loss_stops_the_cell_and_is_recorded(tiny_base, tokenizer, examples, train_cfg, tmp_path,
-                                                           monkeypatch):
+                                                          monkeypatch):
     calls = {"n": 0}
     real = loop.batch_loss
 
@@ -56,14 +56,14 @@ def test_a_non_finite_loss_stops_the_cell_and_is_recorded(tiny_base, tokenizer, 
 
     # its evaluation reports the divergence instead of a score ...
     record = scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "none.jsonl", run_dir / "adapter",
-                            {"batch_size": 8, "limit": None, "protocols": ["loglik"]},
-                            tmp_path / "eval.json", {"method": "lora", "rank": 4, "seed": 0, "train": metrics})
+                         {"batch_size": 8, "limit": None, "protocols": ["loglik"]},
+                         tmp_path / "eval.json", {"method": "lora", "rank": 4, "seed": 0, "train": metrics})
     assert record["results"] == {} and record["diverged"]["step"] == 4
     # ... and the table shows it in that cell's place, with no average over the tasks that remain
     ok = _eval_record(tmp_path / "ok.json", "piqa", 0.5, seed=0)
     base = _eval_record(tmp_path / "base.json", "arc_easy", 0.4, method="base")
     tables.write([tmp_path / "eval.json", ok, base], {}, {"commit": "c", "config_hash": "h", "data": "d"},
-                    tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
+                 tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
     md = re.sub(r" +", " ", (tmp_path / "lb.md").read_text())
     assert ("| tiny-llama | lora | 4 | 1 | diverged (step 4, seed 0) | diverged (step 4, seed 0) | 50.00 | 50.00 |"
             in md) and "avg" not in md and "generative" not in md
@@ -103,7 +103,7 @@ def test_a_flagged_method_is_marked_in_the_table(tmp_path):
     files = [_eval_record(tmp_path / "a.json", "piqa", 0.5, seed=0, flag="no_decrease"),
              _eval_record(tmp_path / "b.json", "piqa", 0.6, seed=1)]
     tables.write(files, {}, {"commit": "c", "config_hash": "h", "data": "d"}, tmp_path / "lb.md",
-                    tmp_path / "lb.csv", tmp_path / "lb.json")
+                 tmp_path / "lb.csv", tmp_path / "lb.json")
     md = (tmp_path / "lb.md").read_text()
     assert "| lora †" in md and "† The training loss did not learn: lora r4 seed 0: its last losses" in md
 
@@ -111,7 +111,7 @@ def test_a_flagged_method_is_marked_in_the_table(tmp_path):
 # --- out of memory
 
 def test_out_of_memory_in_training_names_the_cell_s_levers(tiny_base, tokenizer, examples, train_cfg, tmp_path,
-                                                            monkeypatch):
+                                                           monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
@@ -132,7 +132,7 @@ def test_out_of_memory_in_scoring_names_eval_batch_size(tmp_path, monkeypatch):
     monkeypatch.setattr(scoring, "score", oom)
     with pytest.raises(faults.OutOfMemory, match=r"eval.batch_size \(now 16\)"):
         scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "t.jsonl", None, {"batch_size": 16, "limit": 5},
-                       tmp_path / "eval.json", {"method": "base"})
+                    tmp_path / "eval.json", {"method": "base"})
     assert not (tmp_path / "eval.json").exists()
 
 
@@ -150,7 +150,7 @@ def test_the_same_cell_twice_gives_identical_losses_and_scores(tiny_base, tokeni
     test_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
     cfg_eval = {"batch_size": 8, "limit": None, "protocols": ["loglik"]}
     scores = [scoring.run("tiny-llama", "unused", "arc_easy", test_file, d / "adapter", cfg_eval,
-                             tmp_path / f"{d.name}.json", {"method": "lora_dash"})["results"] for d in (dir1, dir2)]
+                          tmp_path / f"{d.name}.json", {"method": "lora_dash"})["results"] for d in (dir1, dir2)]
     assert scores[0] == scores[1] and scores[0]["loglik"]["n_test"] == len(docs)
 
 
@@ -183,7 +183,7 @@ def _visible(folder):
 
 
 def test_a_full_disk_leaves_no_partial_result_and_a_rerun_with_space_succeeds(small_disk, tiny_base, tokenizer,
-                                                                               examples, train_cfg, tmp_path):
+                                                                              examples, train_cfg, tmp_path):
     cfg = {**train_cfg, "steps": 3, "checkpoint_every": 100}
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -192,7 +192,7 @@ def test_a_full_disk_leaves_no_partial_result_and_a_rerun_with_space_succeeds(sm
 
     def train_cell():
         return cell.run("tiny-llama", "unused", "commonsense170k", data_dir, "lora", 4, 0, cfg,
-                         run_dir / "adapter", run_dir / "train.json", tsd_cfg=TSD)
+                        run_dir / "adapter", run_dir / "train.json", tsd_cfg=TSD)
 
     with pytest.raises(Exception, match="No space left"):  # OSError, or safetensors' error wrapping it
         train_cell()  # the adapter (~25 KB) does not fit
@@ -204,11 +204,11 @@ def test_a_full_disk_leaves_no_partial_result_and_a_rerun_with_space_succeeds(sm
     _fill(small_disk)
     with pytest.raises(OSError, match="No space left"):
         scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "test.jsonl", None, eval_cfg,
-                       run_dir / "eval" / "arc_easy.json", {"method": "base"})
+                    run_dir / "eval" / "arc_easy.json", {"method": "base"})
     ok = _eval_record(tmp_path / "ok.json", "arc_easy", 0.5, seed=0)
     with pytest.raises(OSError, match="No space left"):
         tables.write([ok], {}, {"commit": "c", "config_hash": "h", "data": "d"}, small_disk / "lb.md",
-                        small_disk / "lb.csv", small_disk / "lb.json")
+                     small_disk / "lb.csv", small_disk / "lb.json")
     assert _visible(small_disk) in (["cell"], ["cell", "cell/eval"])  # nothing a reader could take for finished
 
     (small_disk / "filler").unlink()
@@ -216,8 +216,8 @@ def test_a_full_disk_leaves_no_partial_result_and_a_rerun_with_space_succeeds(sm
     metrics = train_cell()
     assert len(metrics["losses"]) == 3 and (run_dir / "adapter" / "adapter_model.safetensors").exists()
     record = scoring.run("tiny-llama", "unused", "arc_easy", tmp_path / "test.jsonl", run_dir / "adapter",
-                            eval_cfg, run_dir / "eval" / "arc_easy.json", {"method": "lora"})
+                         eval_cfg, run_dir / "eval" / "arc_easy.json", {"method": "lora"})
     assert record["results"]["loglik"]["n_test"] == 1
     tables.write([run_dir / "eval" / "arc_easy.json"], {}, {"commit": "c", "config_hash": "h", "data": "d"},
-                    small_disk / "lb.md", small_disk / "lb.csv", small_disk / "lb.json")
+                 small_disk / "lb.md", small_disk / "lb.csv", small_disk / "lb.json")
     assert (small_disk / "lb.md").read_text().startswith("# Leaderboard")

@@ -33,7 +33,7 @@ def test_generative_rows_rebuild_llm_adapters_test_rows_byte_for_byte(task, i):
     doc = TASKS[task].to_example(fixture["raw"])
     assert prepare.commonsense_row(task, doc) == fixture["llm_adapters"]
     assert protocols.generative_rows(task, [doc]) == [{"prompt": fixture["prompt"],
-                                                         "answer": fixture["llm_adapters"]["answer"]}]
+                                                       "answer": fixture["llm_adapters"]["answer"]}]
 
 
 @pytest.mark.parametrize("task,i", [(t, i) for t, rows in ROWS["train"].items() for i in range(len(rows))])
@@ -77,7 +77,7 @@ def task_manager():
 
 @pytest.mark.parametrize("task", COMMONSENSE)
 def test_offline_loglik_task_builds_the_requests_lm_eval_s_own_task_builds(task, task_manager, tmp_path,
-                                                                            monkeypatch):
+                                                                           monkeypatch):
     from lm_eval.tasks import TaskManager
 
     docs = [TASKS[task].to_example(r["raw"]) for r in ROWS["test"][task] if r.get("raw")]

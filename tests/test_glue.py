@@ -68,7 +68,7 @@ def test_regression_head_uses_mse_on_float_labels(bert_dir):
     from lora_tsd.data import encoding
 
     batch = encoding.collate_classification([encoding.encode_classification(tokenizer, r, 32) for r in PAIRS[:4]],
-                                        tokenizer.pad_token_id)
+                                            tokenizer.pad_token_id)
     assert batch["labels"].dtype == torch.float32
     with torch.no_grad():
         out = model(**batch)
@@ -123,7 +123,7 @@ def test_mnli_scores_matched_and_mismatched_separately(bert_dir, tmp_path):
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps(r) + "\n" for r in rows))
     res = scoring.score_glue(base.eval(), tokenizer, "mnli", test,
-                                {**protocols.DEFAULT_EVAL, "limit": None, "batch_size": 4})["glue"]
+                             {**protocols.DEFAULT_EVAL, "limit": None, "batch_size": 4})["glue"]
     preds = _logits(base.eval(), tokenizer, rows).argmax(-1).tolist()
     for subset in ("matched", "mismatched"):
         idx = [i for i, r in enumerate(rows) if r["subset"] == subset]

@@ -18,7 +18,7 @@ def _modules() -> list[str]:
 def _wing(module: str) -> int:
     if module in LEAVES:
         return 0
-    return WINGS.index(module.split(".")[1].removesuffix(".py"))
+    return WINGS.index(module.split(".")[1])
 
 
 def _imports(module: str) -> set[str]:

@@ -41,9 +41,15 @@ print(json.dumps({
 
 
 def test_a_wheel_installed_without_editable_serves_schemas_and_data(tmp_path):
+    # Built from a copy: setuptools writes build/ beside the sources, which must not be the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "lora_tsd", source / "lora_tsd", ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    str(wheels), str(source)], check=True, capture_output=True, timeout=300)
     wheel = next(wheels.glob("lora_tsd_bench-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -80,4 +86,3 @@ def test_a_wheel_installed_without_editable_serves_schemas_and_data(tmp_path):
                          cwd=tmp_path, env={**env(), "PYTHONPATH": sysconfig.get_paths()["purelib"]}, timeout=600)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     assert "aggregate" in dry.stdout and "train" in dry.stdout
-    shutil.rmtree(venv)

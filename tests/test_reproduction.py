@@ -33,7 +33,7 @@ def test_matching_cells_get_paper_ours_gap_and_spread(tmp_path):
              _record(tmp_path / "c.json", "piqa", 0.80, 0), _record(tmp_path / "d.json", "piqa", 0.82, 1),
              _record(tmp_path / "e.json", "piqa", 0.9, 0, model="other/model")]  # no reference cell
     tables.write(files, {}, {"commit": "c", "config_hash": "h", "data": "d"}, tmp_path / "lb.md",
-                    tmp_path / "lb.csv", tmp_path / "lb.json")
+                 tmp_path / "lb.csv", tmp_path / "lb.json")
     rows = pd.DataFrame(json.loads((tmp_path / "lb.json").read_text())["reproduction"]).set_index("task")
     # boolq: ours 75.00 ± 1.41 vs paper 75.3: gap -0.30, inside 2 std; piqa: 81.00 ± 1.41 vs 88.5: outside
     assert rows.loc["boolq", "paper"] == 75.3 and rows.loc["boolq", "mean"] == pytest.approx(75.0)
@@ -47,10 +47,10 @@ def test_matching_cells_get_paper_ours_gap_and_spread(tmp_path):
 
 def test_one_seed_cannot_say_and_no_match_adds_no_table(tmp_path):
     one = tables.write([_record(tmp_path / "a.json", "boolq", 0.70, 0)], {}, {"commit": "c", "config_hash": "h",
-                          "data": "d"}, tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
+                                                                              "data": "d"}, tmp_path / "lb.md", tmp_path / "lb.csv", tmp_path / "lb.json")
     rows = json.loads((tmp_path / "lb.json").read_text())["reproduction"]
     assert [r["within_seed_spread"] for r in rows] == ["n/a (1 seed)"]
     tables.write([_record(tmp_path / "b.json", "boolq", 0.70, 0, model="x/y")], {}, {"commit": "c",
-                    "config_hash": "h", "data": "d"}, tmp_path / "lb2.md", tmp_path / "lb2.csv", tmp_path / "lb2.json")
+                                                                                     "config_hash": "h", "data": "d"}, tmp_path / "lb2.md", tmp_path / "lb2.csv", tmp_path / "lb2.json")
     assert "Reproduction" not in (tmp_path / "lb2.md").read_text()
     assert json.loads((tmp_path / "lb2.json").read_text())["reproduction"] == []

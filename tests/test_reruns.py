@@ -5,12 +5,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from grids import env
 from lora_tsd.pipeline import codehash
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,22 +42,23 @@ def _edit(path: Path, old: str, new: str):
     path.write_text(text.replace(old, new, 1))
 
 
-def test_an_edit_to_lora_dash_s_hook_changes_only_the_cells_that_dash(package_copy):
-    before = _hashes()
-    _edit(package_copy / "methods" / "dash.py", "if step == ctx.steps(ctx.tsd[\"dash_t\"])",
-          "if step == ctx.steps(ctx.tsd[\"dash_t\"]) + 0")
-    after = _hashes()
-    assert after["lora"] == before["lora"] and after["lora_init"] == before["lora_init"]
-    assert after["lora_dash"] != before["lora_dash"] and after["lora_tsd"] != before["lora_tsd"]
+# An edit inside one method's hooks (file under lora_tsd/, text, replacement) and the grid methods
+# whose cells it may change: the hash tests and the copied-tree tests below share them.
+HOOK_EDITS = {
+    "dash_hooks": ("methods/dash.py", 'if step == ctx.steps(ctx.tsd["dash_t"])',
+                   'if step == ctx.steps(ctx.tsd["dash_t"]) + 0', {"lora_dash", "lora_tsd"}),
+    "init_hooks": ("methods/lora_init.py", 'n = ctx.steps(ctx.tsd["init_steps"])',
+                   'n = ctx.steps(ctx.tsd["init_steps"]) + 0', {"lora_init", "lora_tsd"}),
+}
 
 
-def test_an_edit_to_lora_init_s_hook_changes_only_the_cells_that_initialise(package_copy):
+@pytest.mark.parametrize("edit", list(HOOK_EDITS))
+def test_an_edit_to_a_method_s_hooks_changes_only_its_cells_hashes(package_copy, edit):
+    path, old, new, changed = HOOK_EDITS[edit]
     before = _hashes()
-    _edit(package_copy / "methods" / "lora_init.py", "n = ctx.steps(ctx.tsd[\"init_steps\"])",
-          "n = ctx.steps(ctx.tsd[\"init_steps\"]) + 0")
+    _edit(package_copy / path, old, new)
     after = _hashes()
-    assert after["lora"] == before["lora"] and after["lora_dash"] == before["lora_dash"]
-    assert after["lora_init"] != before["lora_init"] and after["lora_tsd"] != before["lora_tsd"]
+    assert {m for m in before if after[m] != before[m]} == changed
 
 
 def test_shared_method_code_changes_every_cell_that_runs_it(package_copy):
@@ -127,11 +128,10 @@ def tree(tmp_path_factory):
 
 def _run(repo: Path, work: Path, config: str, *extra: str) -> subprocess.CompletedProcess:
     """snakemake from the copied tree (its package first on PYTHONPATH, its default profile)."""
-    env = {**os.environ, "PYTHONPATH": str(repo),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = ["snakemake", "-s", str(repo / "Snakefile"), "--directory", str(work), "--cores", "2",
            "--configfile", str(work / config), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200, cwd=repo)
+    return subprocess.run(cmd, capture_output=True, text=True, env={**env(), "PYTHONPATH": str(repo)}, timeout=1200,
+                          cwd=repo)
 
 
 def _dry_run(repo, work, config="a.yaml", *extra, **changes) -> str:
@@ -187,21 +187,14 @@ def _planned_cells(repo, work) -> set[str]:
 
 
 @pytest.mark.e2e
-def test_an_edit_to_lora_dash_s_hook_retrains_only_the_cells_that_dash(tree, restore):
+@pytest.mark.parametrize("edit", list(HOOK_EDITS))
+def test_an_edit_to_a_method_s_hooks_retrains_only_its_cells(tree, restore, edit):
     repo, work = tree
-    _edit(repo / "lora_tsd" / "methods" / "dash.py", "if step == ctx.steps(ctx.tsd[\"dash_t\"])",
-          "if step == ctx.steps(ctx.tsd[\"dash_t\"]) + 0")
-    assert _planned_cells(repo, work) == {"lora_dash", "lora_tsd"}
+    path, old, new, changed = HOOK_EDITS[edit]
+    _edit(repo / "lora_tsd" / path, old, new)
+    assert _planned_cells(repo, work) == changed
     jobs = _planned(repo, work)
     assert jobs.get("train") == 2 and jobs.get("evaluate") == 2 and "evaluate_base" not in jobs, jobs
-
-
-@pytest.mark.e2e
-def test_an_edit_to_lora_init_s_hook_retrains_only_the_cells_that_initialise(tree, restore):
-    repo, work = tree
-    _edit(repo / "lora_tsd" / "methods" / "lora_init.py", "n = ctx.steps(ctx.tsd[\"init_steps\"])",
-          "n = ctx.steps(ctx.tsd[\"init_steps\"]) + 0")
-    assert _planned_cells(repo, work) == {"lora_init", "lora_tsd"}
 
 
 @pytest.mark.e2e

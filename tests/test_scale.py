@@ -44,7 +44,7 @@ def data_dir(tmp_path, examples):
 
 def _run(model_dir, data_dir, out, cfg, method="lora_dash", tsd=TSD):
     return cell.run("tiny-llama", str(model_dir), "commonsense170k", data_dir, method, 4, 0, cfg,
-                     out / "adapter", out / "train.json", tsd_cfg=dict(tsd), out_analysis=out / "analysis.npz")
+                    out / "adapter", out / "train.json", tsd_cfg=dict(tsd), out_analysis=out / "analysis.npz")
 
 
 # --- bf16 base weights

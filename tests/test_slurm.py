@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+from grids import ROOT, SMOKE, env
+from grids import run as run_grid
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 GPU_RULES = ("train", "evaluate", "evaluate_base", "eva_init")
 
@@ -33,23 +32,12 @@ def slurm():
         pytest.fail("start-slurm.sh succeeded but sbatch is not on PATH")
 
 
-def _env():
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
 def _config(workdir: Path, name: str, **changes) -> Path:
     """configs/smoke.yaml under another grid name, with `changes`."""
     cfg = {**SMOKE, "name": name, **changes}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _local(workdir: Path, config: Path):
-    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-           "--configfile", str(config)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=1200)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
 def _slurm_cmd(workdir: Path, config: Path) -> list[str]:
@@ -78,7 +66,7 @@ CLUSTER_CELLS = {"tasks": ["arc_easy", "sst2"], "methods": ["lora", "lora_dash"]
 def test_smoke_cells_through_slurm_give_the_local_leaderboard_cell_for_cell(slurm, smoke_grid):
     workdir, _, local_board = smoke_grid
     out = subprocess.run(_slurm_cmd(workdir, _config(workdir, "cluster", **CLUSTER_CELLS)), capture_output=True,
-                         text=True, env=_env(), timeout=1800)
+                         text=True, env=env(), timeout=1800)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     cluster = _values(workdir / "results" / "cluster" / "leaderboard.csv")
     local = _values(local_board)
@@ -117,10 +105,10 @@ def _release(job: str) -> None:
 def test_a_requeued_training_job_resumes_to_the_uninterrupted_loss_curve(slurm, tmp_path):
     cell = {"models": ["tiny-llama"], "tasks": ["arc_easy"], "methods": ["lora_dash"], "seeds": [0],
             "train": {**SMOKE["train"], "steps": 300, "checkpoint_every": 10}}
-    _local(tmp_path, _config(tmp_path, "uninterrupted", **cell))
+    run_grid(tmp_path, {**SMOKE, "name": "uninterrupted", **cell}, "uninterrupted.yaml")
     run = tmp_path / "results" / "requeued" / "runs" / "tiny-llama" / "commonsense170k" / "lora_dash" / "r4" / "s0"
     proc = subprocess.Popen(_slurm_cmd(tmp_path, _config(tmp_path, "requeued", **cell)), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_env())
+                            stderr=subprocess.STDOUT, text=True, env=env())
     deadline, requeued = time.time() + 900, None
     while requeued is None:
         assert proc.poll() is None and time.time() < deadline, "training never checkpointed under SLURM"

@@ -124,7 +124,7 @@ def test_leaderboard_marks_the_significant_paired_difference(tmp_path):
              for m, c in (("lora", poor), ("lora_dash", good), ("lora_init", poor))]
     md = tmp_path / "l.md"
     tables.write(files, {}, {"commit": "x", "config_hash": "y", "data": "d"}, md, tmp_path / "l.csv",
-                    tmp_path / "l.json", tmp_path / "paired.csv")
+                 tmp_path / "l.json", tmp_path / "paired.csv")
     paired = pd.read_csv(tmp_path / "paired.csv")
     dash = paired[paired.method == "lora_dash"].iloc[0]
     init = paired[paired.method == "lora_init"].iloc[0]

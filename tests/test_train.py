@@ -140,7 +140,7 @@ def test_micro_batches_accumulate_the_whole_batch_gradient(tokenizer, examples, 
                     p.normal_(0, 0.1)
         params = [p for p in model.parameters() if p.requires_grad]
         loss, norm = loop.train_step(model, batch, {"micro_batch_size": micro, "max_grad_norm": None},
-                                      params, torch.device("cpu"), None, "causal")
+                                     params, torch.device("cpu"), None, "causal")
         return loss, norm, [p.grad.clone() for p in params]
 
     whole = grads(None)
@@ -213,7 +213,7 @@ def test_validation_loss_is_recorded_and_the_best_adapter_kept(tokenizer, exampl
     best_step, best_loss = min(log["val_losses"], key=lambda sv: sv[1])
     assert log["kept_step"] == best_step
     again = loop.validation_loss(model, encoding.encode(tokenizer, val_rows, cfg, "causal"), cfg,
-                                  tokenizer.pad_token_id, torch.device("cpu"), None, "causal")
+                                 tokenizer.pad_token_id, torch.device("cpu"), None, "causal")
     assert again == pytest.approx(best_loss, rel=1e-5)  # the model now is the best one
 
 

@@ -143,7 +143,7 @@ def score(model_src: str, task: str, test_file: str | Path, adapter, eval_cfg: d
     """Load the model (with its adapter merged) and score it with the task family's protocols."""
     spec = TASKS[task]
     model, tokenizer = models.load_for_eval(model_src, adapter, FAMILIES[spec.family].model_kind, spec.num_labels,
-                                     scoring_dtype(task, eval_cfg))
+                                            scoring_dtype(task, eval_cfg))
     if spec.family == "glue":
         return score_glue(model, tokenizer, task, test_file, eval_cfg)
     return score_lm(model, tokenizer, task, test_file, eval_cfg, source)

@@ -141,6 +141,6 @@ def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, devic
         return [make_batch(encoded, cfg, seed + 7919, k, tokenizer.pad_token_id, device, fmt) for k in range(n)]
 
     return Context(train=cfg, tsd=tsd_cfg, total_steps=total_steps(cfg, len(examples)),
-                           cache=tsd.SVDCache(svd_cache),
-                           warmup=warmup, batches=batches, stage_input=stage_input,
-                           svd_dtype=torch.float64 if tsd_cfg.get("svd_dtype") == "float64" else torch.float32)
+                   cache=tsd.SVDCache(svd_cache),
+                   warmup=warmup, batches=batches, stage_input=stage_input,
+                   svd_dtype=torch.float64 if tsd_cfg.get("svd_dtype") == "float64" else torch.float32)

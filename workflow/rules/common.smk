@@ -12,9 +12,9 @@ from lora_tsd.data.tasks import TASKS, TRAIN_SETS, train_sets_for
 from lora_tsd.methods.registry import METHODS
 from lora_tsd.pipeline import assets, hub
 from lora_tsd.pipeline.codehash import code_hash
+from lora_tsd.pipeline.config import SCHEMA as CONFIG_SCHEMA
 from lora_tsd.pipeline.config import (ConfigError, cell_train, check, external_rule_problems, known_methods,
                                       local_path, result_config, result_eval, result_train, result_tsd, short_hash)
-from lora_tsd.pipeline.config import SCHEMA as CONFIG_SCHEMA
 
 
 def _stop(message):

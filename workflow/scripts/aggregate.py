@@ -20,6 +20,6 @@ trains = "; ".join(f"{s['train_set']}: {s['how']} ({s['n_train']} rows)" for s i
 stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_hash(config),
          "data": f"test sets: {tests}. Train sets: {trains}."}
 tables.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
-                snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired,
-                out_pages={**dict(zip(snakemake.params.families, snakemake.output.pages)),
-                           "reproduction": snakemake.output.reproduction, None: snakemake.output.page})
+             snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired,
+             out_pages={**dict(zip(snakemake.params.families, snakemake.output.pages)),
+                        "reproduction": snakemake.output.reproduction, None: snakemake.output.page})

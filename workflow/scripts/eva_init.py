@@ -17,4 +17,4 @@ from lora_tsd.methods import eva
 
 w = snakemake.wildcards
 eva.eva_init(snakemake.params.model_source, w.train_set, snakemake.input.data, int(w.rank),
-                dict(snakemake.params.train), snakemake.output[0], threads=snakemake.threads)
+             dict(snakemake.params.train), snakemake.output[0], threads=snakemake.threads)

@@ -31,5 +31,5 @@ if adapter:
                 "adapter_bytes": sum(f.stat().st_size for f in Path(adapter).rglob("*") if f.is_file()),
                 "train": {k: v for k, v in train.items() if k not in ("losses", "packages")}}
 scoring.run(snakemake.params.model_name, snakemake.params.model_source, w.task,
-               Path(snakemake.input.data) / "test.jsonl", adapter, eval_cfg,
-               snakemake.output[0], run_info, source=snakemake.params.source, threads=snakemake.threads)
+            Path(snakemake.input.data) / "test.jsonl", adapter, eval_cfg,
+            snakemake.output[0], run_info, source=snakemake.params.source, threads=snakemake.threads)

@@ -15,9 +15,8 @@ processes = int(snakemake.params.train.get("gpus", 1))
 gpu, gpu_lock = gpu_slots.claim(count=processes)
 
 from lora_tsd.data.tasks import TRAIN_SETS
-from lora_tsd.pipeline.config import cell_train
+from lora_tsd.pipeline.config import RESULT_NEUTRAL, cell_train
 from lora_tsd.training import cell, launch
-from lora_tsd.training.checkpoint import RESULT_NEUTRAL
 
 w = snakemake.wildcards
 # Result-neutral knobs (checkpoint_every) are read here, not passed as params: changing them reruns nothing.
