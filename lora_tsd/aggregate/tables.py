@@ -37,6 +37,7 @@ def load_records(eval_files: list[str | Path]) -> pd.DataFrame:
                 "peak_mem_mb": train.get("peak_gpu_mem_mb", train.get("peak_rss_mb")),
                 "tokens_per_s": train.get("tokens_per_s"), "base_params": train.get("base_params"),
                 "adapter_bytes": rec.get("adapter_bytes"),
+                **({"setting": rec["setting"]} if rec.get("setting") else {}),  # a sweep's candidate
                 "lr": (train.get("train_config") or {}).get("lr"),
                 "batch_size": (train.get("train_config") or {}).get("batch_size"),
                 "loss_flag": train.get("loss_flag"),
@@ -263,13 +264,27 @@ def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
     return table
 
 
-def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> list[tuple]:
+def with_selected(table: pd.DataFrame, selected: dict | None) -> pd.DataFrame:
+    """A tuned table's rows with the setting each method was selected at, after `method`."""
+    if not selected or table.empty:
+        return table
+    keys = zip(table["model"], table["method"].astype(str).str.removesuffix(" †"), table["rank"].astype(str))
+    column = [selected.get(k, "-" if m == "base" else "not selected") for k, m in
+              zip(keys, table["method"].astype(str))]
+    return table.assign(**{"selected setting": column})[
+        list(table.columns[:2]) + ["selected setting"] + list(table.columns[2:])]
+
+
+def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None,
+           selected: dict | None = None) -> list[tuple]:
     """The leaderboard as (family or None, tag, content) blocks, tag one of h1/h2/h3/p/li/table:
-    rendered as the markdown leaderboard and as each family's page of the HTML report."""
+    rendered as the markdown leaderboard and as each family's page of the HTML report.
+    `selected` ((model, method, rank) -> setting label) makes it a sweep's tuned leaderboard."""
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
     compared = compared if compared is not None else pd.DataFrame(columns=uncertainty.KEY + ["significant"])
+    setting = stamp.get("setting", "")
     out = [
-        (None, "h1", "Leaderboard"),
+        (None, "h1", stamp.get("title", "Leaderboard")),
         (None, "li", f"Models: {', '.join(sorted(df['model'].unique()))}. Seeds: {seeds}; cells show mean ± std over "
          "seeds (GLUE: and the median, its convention) and [the 95% CI]: a bootstrap that draws seeds, then test "
          "items within each seed, so it covers both. Scores in %. 'base' is the untuned model on the same held-out "
@@ -278,6 +293,7 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
          "seeds, has a 95% CI above/below 0 (the tables 'Paired with LoRA' give the difference, its CI and a "
          f"sign-flip permutation p-value, {uncertainty.stats.N_PERM} permutations; no correction for multiple "
          "comparisons)."),
+        *([(None, "li", f"Setting: {setting}")] if setting else []),
         (None, "li", f"Data: {stamp['data']}"),
         (None, "li", f"Tables written at commit `{stamp['commit']}` from config `{stamp['config_hash']}` "
          f"(the full config is in leaderboard.json); cells trained at commit(s) "
@@ -294,7 +310,7 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
             out += [(family, "h2", f"{family} — {protocol}"),
                     (family, "p", f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
                      f"Test rows: {n_test}."),
-                    (family, "table", family_table(summary, family, protocol, df, compared))]
+                    (family, "table", with_selected(family_table(summary, family, protocol, df, compared), selected))]
             flagged = part[part.loss_flag.notna()].drop_duplicates(["model", "method", "rank", "seed"])
             if not flagged.empty:
                 out.append((family, "p", "† The training loss did not learn: " + "; ".join(
@@ -309,13 +325,15 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
                 (family, "p", "Means over seeds and train sets. Train time includes any init stage (LoRA-Init's "
                  "warm-up, EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS "
                  "on CPU."),
-                (family, "table", cost_table(summary, family))]
-    return out + [("reproduction", tag, content) for tag, content in reproduction.blocks(reproduction.table(summary))]
+                (family, "table", with_selected(cost_table(summary, family), selected))]
+    return out + [("reproduction", tag, content)
+                  for tag, content in reproduction.blocks(reproduction.table(summary), setting)]
 
 
-def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None) -> str:
+def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None,
+                selected: dict | None = None) -> str:
     lines = []
-    for _, tag, content in blocks(df, summary, stamp, compared):
+    for _, tag, content in blocks(df, summary, stamp, compared, selected):
         if tag == "table":
             lines += [content.to_markdown(index=False, disable_numparse=True), ""]
         elif tag == "li":
@@ -351,9 +369,10 @@ def to_html(all_blocks: list[tuple], family: str | None, title: str) -> str:
 
 def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str | Path,
           out_csv: str | Path, out_json: str | Path, out_paired: str | Path | None = None,
-          out_pages: dict[str | None, str | Path] | None = None) -> pd.DataFrame:
+          out_pages: dict[str | None, str | Path] | None = None, selected: dict | None = None) -> pd.DataFrame:
     """The markdown, CSV and JSON leaderboards, the paired comparisons (CSV) and, per key of
-    out_pages (a family, 'reproduction', or None: the whole leaderboard), an HTML page for the report."""
+    out_pages (a family, 'reproduction', or None: the whole leaderboard), an HTML page for the
+    report. With `selected`, a sweep's tuned leaderboard (stamp: its title and setting line)."""
     df = load_records(eval_files)
     stamp = {**stamp, "cell_commits": sorted(c for c in df["commit"].dropna().unique())}
     scores = item_scores.load(eval_files)
@@ -366,8 +385,8 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
                                  "summary": json.loads(summary.to_json(orient="records")),
                                  "comparisons": json.loads(compared.to_json(orient="records")),
                                  "reproduction": json.loads(reproduction.table(summary).to_json(orient="records"))})
-    atomic.write_text(out_md, to_markdown(df, summary, stamp, compared))
-    parts = blocks(df, summary, stamp, compared)
+    atomic.write_text(out_md, to_markdown(df, summary, stamp, compared, selected))
+    parts = blocks(df, summary, stamp, compared, selected)
     name = config.get("name", "grid")
     if None in (out_pages or {}):
         atomic.write_text(out_pages[None], to_html(parts, None, f"{name} leaderboard"))

@@ -30,6 +30,13 @@ def carve(examples: list[dict], test_fraction: float, salt: str) -> tuple[list[d
     return train, test
 
 
+def hold_out(rows: list[dict], n: int, salt: str) -> tuple[list[dict], list[dict]]:
+    """(rest, validation): the n rows with the lowest carve key under a salt of their own, each
+    side in its original order. Fixed by content, so the same rows are held out anywhere."""
+    chosen = set(sorted(range(len(rows)), key=lambda i: carve_key(rows[i], f"{salt}/validation"))[:n])
+    return [r for i, r in enumerate(rows) if i not in chosen], [r for i, r in enumerate(rows) if i in chosen]
+
+
 def packaged_path(relative: str) -> Path:
     """A data file this package ships (lora_tsd/data/instruction_data/...)."""
     return Path(__file__).resolve().parent / relative
@@ -52,8 +59,10 @@ def _test_rows(spec, split) -> list[dict]:
             for subset, s in split.items() for r in _hub_rows(spec.hub.path, spec.hub.name, s)]
 
 
-def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str | Path | None = None) -> dict:
-    """Write <out>/train.jsonl, <out>/test.jsonl and <out>/split.json; returns the manifest."""
+def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str | Path | None = None,
+            val_rows: int = 0) -> dict:
+    """Write <out>/train.jsonl, <out>/test.jsonl and <out>/split.json, and with val_rows
+    <out>/val.jsonl (validation rows for a sweep's selection); returns the manifest."""
     import datasets
 
     spec = TASKS[task]
@@ -71,9 +80,18 @@ def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str |
             spec.to_example(r) for r in _hub_rows(hub.path, hub.name, hub.train_split)]
         test = _test_rows(spec, hub.test_split)
         how = f"hub {hub.path}/{hub.name}: {hub.train_split} -> train, {hub.test_split} -> test"
+    files = {"train": train, "test": test}
+    if val_rows:
+        salt = split_cfg.get("salt") or ""
+        if train:
+            files["train"], files["val"] = hold_out(train, val_rows, salt)
+            how += f"; {len(files['val'])} validation rows held out of the train side"
+        else:  # every row is held out (IFEval): validation takes at most half of them
+            files["test"], files["val"] = hold_out(test, min(val_rows, len(test) // 2), salt)
+            how += f"; {len(files['val'])} validation rows held out of the test side (no train side)"
     manifest = {"task": task, "source": source, "salt": split_cfg.get("salt"), "how": how,
-                "n_train": len(train), "n_test": len(test)}
-    _write_rows(out, {"train": train, "test": test}, manifest)
+                **{f"n_{name}": len(rows) for name, rows in files.items()}}
+    _write_rows(out, files, manifest)
     return manifest
 
 
@@ -118,12 +136,29 @@ def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str
         rows = [{k: r.get(k) or "" for k in ("instruction", "input", "output")}
                 for r in _hub_rows(where, None, spec.hub_split)]
         how = f"{where} ({spec.hub_split} split)"
+        rows, dropped = without_validation(rows, task_dirs) if spec.family == "commonsense" else (rows, 0)
+        if dropped:
+            how += f"; {dropped} rows dropped that render a validation row of {', '.join(sorted(task_dirs))}"
     if spec.template:  # the exact text trained on, visible in the file
         rows = [{**r, "prompt": prompts.TEMPLATES[spec.template](r), "response": r["output"]} for r in rows]
         how += f"; {spec.template} prompt template"
     manifest = {"train_set": name, "source": source, "how": how, "n_train": len(rows)}
     _write_rows(out, {"train": rows}, manifest)
     return manifest
+
+
+def _words(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def without_validation(rows: list[dict], task_dirs: dict[str, str | Path]) -> tuple[list[dict], int]:
+    """Commonsense170K rows less those whose instruction renders a task's validation row: the
+    hub set was built from the tasks' train splits, where the validation rows come from."""
+    held = {_words(commonsense_row(task, doc)["instruction"])
+            for task, folder in task_dirs.items() if (Path(folder) / "val.jsonl").exists()
+            for doc in read_jsonl(Path(folder) / "val.jsonl")}
+    kept = [r for r in rows if _words(r["instruction"]) not in held]
+    return kept, len(rows) - len(kept)
 
 
 def commonsense_row(task: str, doc: dict) -> dict:

@@ -150,7 +150,10 @@ def score(model_src: str, task: str, test_file: str | Path, adapter, eval_cfg: d
 
 
 def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapter: str | Path | None,
-        eval_cfg: dict, out: str | Path, run_info: dict, source: str = "embedded", threads: int = 1) -> dict:
+        eval_cfg: dict, out: str | Path, run_info: dict, source: str = "embedded", threads: int = 1,
+        split: str = "test") -> dict:
+    """Score and write the record; split "val" scores a sweep's validation rows, always from
+    the local file (a hub config's standard lm-eval task would read the hub's test split)."""
     torch.set_num_threads(threads)
     eval_cfg = {**DEFAULT_EVAL, **eval_cfg}
     spec = TASKS[task]
@@ -160,8 +163,9 @@ def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapt
     else:
         what = f"scoring {model_name} {run_info.get('method', 'base')} on {task}"
         with faults.out_of_memory(what, faults.eval_levers(eval_cfg)):
-            results = score(model_src, task, test_file, adapter, eval_cfg, source)
+            results = score(model_src, task, test_file, adapter, eval_cfg, source if split == "test" else "embedded")
     record = {"model": model_name, "task": task, "family": spec.family, "train_set": spec.train_set,
+              **({} if split == "test" else {"split": split}),
               "diverged": diverged, "eval_dtype": str(scoring_dtype(task, eval_cfg)).removeprefix("torch."),
               "protocols": {p: PROTOCOLS[p] for p in results}, "eval_config": eval_cfg, **run_info,
               "results": results, "packages": provenance.package_versions(), "git_commit": provenance.git_commit()}

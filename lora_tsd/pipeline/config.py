@@ -11,35 +11,14 @@ from .. import models, provenance
 from ..data.tasks import FAMILIES, TASKS, TRAIN_SETS
 from ..methods.registry import METHODS
 from ..training.checkpoint import RESULT_NEUTRAL, result_train  # noqa: F401  (the workflow reads both here)
+from . import sweep
+from .cells import LENGTH_KEYS, OVERRIDES, cell_train, merge_train  # noqa: F401  (read here by the workflow)
 
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
     pass
-
-
-# Per-cell train options: `train`, then these sections' entries for the cell, in this order.
-OVERRIDES = ("family_train", "train_set_train", "method_train")
-LENGTH_KEYS = ("steps", "epochs")  # a run's length: an override of one replaces the other
-
-
-def merge_train(train: dict, *overrides: dict) -> dict:
-    """`train` with each override applied in turn; giving `steps` drops an inherited `epochs`
-    and the reverse, so a family or method can switch how its run length is counted."""
-    merged = dict(train)
-    for override in overrides:
-        for key in LENGTH_KEYS:
-            if override.get(key) is not None:
-                merged.pop(LENGTH_KEYS[1 - LENGTH_KEYS.index(key)], None)
-        merged.update(override)
-    return merged
-
-
-def cell_train(config: dict, family: str, train_set: str, method: str) -> dict:
-    """The train options of one grid cell."""
-    keys = {"family_train": family, "train_set_train": train_set, "method_train": method}
-    return merge_train(config["train"], *[(config.get(sec) or {}).get(keys[sec], {}) for sec in OVERRIDES])
 
 
 def result_eval(eval_cfg: dict) -> dict:
@@ -241,6 +220,86 @@ def _override_problems(config: dict, schema: dict) -> list[str]:
     return problems
 
 
+def _grid_cells(config: dict) -> list[tuple[str, str, str]]:
+    """(family, train set, method) of every trained cell the grid has (valid names only)."""
+    sets = dict.fromkeys((TASKS[t].family, TASKS[t].train_set) for t in config.get("tasks", []) if t in TASKS)
+    return [(f, ts, m) for f, ts in sets for m in config.get("methods", []) if m in known_methods(config)]
+
+
+def _sweep_names(config: dict, train_keys: set) -> list[str]:
+    problems = []
+    entries = [("sweep", config.get("sweep") or {})]
+    for section, registry in (("family_sweep", FAMILIES), ("method_sweep", known_methods(config))):
+        for name, keys in (config.get(section) or {}).items():
+            if name not in registry:
+                problems.append(_unknown(f"{section}.{name}", name, sorted(registry)))
+            entries.append((f"{section}.{name}", keys or {}))
+    sweepable = sorted(train_keys - set(RESULT_NEUTRAL))
+    for where, keys in entries:
+        for key, values in keys.items():
+            if key not in sweepable:
+                why = " (speed only, it cannot change a result)" if key in RESULT_NEUTRAL else ""
+                problems.append(f"config key '{where}.{key}': {key!r} cannot be swept{why}; allowed values: "
+                                f"{', '.join(sweepable)}")
+            elif isinstance(values, list) and len(set(map(sweep.fmt, values))) < len(values):
+                problems.append(f"config key '{where}.{key}': {values} lists a value twice; allowed values: "
+                                f"distinct candidates")
+            elif isinstance(values, list) and any(map(sweep.is_factor, values)) and not all(
+                    isinstance(v, str) and sweep.is_factor(v) for v in values):
+                problems.append(f"config key '{where}.{key}': {values} mixes factors and values; allowed values: "
+                                f"all factors of the shared value ('x0.5', 'x2') or all values")
+            elif isinstance(values, list) and any(isinstance(v, str) and set(v) & set("/,=") for v in values):
+                problems.append(f"config key '{where}.{key}': {values} has a value with '/', ',' or '=' (it names a "
+                                f"folder); allowed values: values without them")
+    return problems
+
+
+def _selection_problems(config: dict) -> list[str]:
+    problems = []
+    selection = config.get("selection") or {}
+    for family, spec in (selection.get("metric") or {}).items():
+        if family not in FAMILIES:
+            problems.append(_unknown(f"selection.metric.{family}", family, sorted(FAMILIES)))
+        elif len(str(spec).split()) != 2 or str(spec).split()[0] not in FAMILIES[family].protocols:
+            problems.append(f"config key 'selection.metric.{family}': {spec!r} is not '<protocol> <metric>'; "
+                            f"allowed values: a protocol of {family} ({', '.join(FAMILIES[family].protocols)}) and one of its metrics")
+    if selection.get("select_by") == "loss":
+        for family, train_set, method in _grid_cells(config):
+            for values in sweep.settings(config, family, train_set, method).values():
+                if not merge_train(cell_train(config, family, train_set, method), values).get("val_size"):
+                    return problems + [f"config key 'selection.select_by': 'loss' needs a validation loss, but "
+                                       f"{method} on {train_set} has no train.val_size; allowed values: score, or "
+                                       f"set train.val_size > 0"]
+    return problems
+
+
+def _sweep_problems(config: dict, schema: dict) -> list[str]:
+    """Sweep sections: known names and keys, distinct values, every candidate a valid train
+    setting for every cell it reaches, and no train section that a sweep would silently override."""
+    train_keys = set(schema["properties"]["train"]["properties"])
+    problems = _sweep_names(config, train_keys)
+    if problems or not sweep.active(config) or not isinstance(config.get("train"), dict):
+        return problems
+    validator = jsonschema.Draft202012Validator(schema["properties"]["train"])
+    for family, train_set, method in _grid_cells(config):
+        problems += sweep.conflicts(config, family, train_set, method)
+        for key in sweep.factor_keys(config, family, method):
+            shared = cell_train(config, family, train_set, method).get(key)
+            if isinstance(shared, bool) or not isinstance(shared, (int, float)):
+                where = sweep.path(sweep.candidates(config, family, method)[key][0], family, method, key)
+                problems.append(f"config key '{where}': factors scale a number, but {key} is {shared!r} for "
+                                f"{method} on {train_set}; allowed values: values")
+                return problems
+        given = sweep.candidates(config, family, method)
+        for name, values in sweep.settings(config, family, train_set, method).items():
+            merged = merge_train(cell_train(config, family, train_set, method), values)
+            for e in validator.iter_errors(merged):
+                key = _key(e.absolute_path)
+                where = sweep.path(given[key][0], family, method, key) if key in given else "sweep"
+                problems.append(f"config key '{where}': candidate {name}: {key}: {e.message}")
+    return list(dict.fromkeys(problems + _selection_problems(config)))
+
+
 def external_rule_problems(config: dict, rules: dict, run_of) -> list[str]:
     """Once every rule file is read: each external method's rule exists and writes the
     contract's files for its method (`rules`: rule name -> its output patterns; `run_of(name)`:
@@ -265,6 +324,8 @@ def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config, schema)
                 + _override_problems(config, schema))
+    if not problems:
+        problems = _sweep_problems(config, schema)
     if not problems:
         problems = _consistency_problems(config)
     if problems:

@@ -6,14 +6,16 @@ GRID_FAMILIES = list(dict.fromkeys(TASKS[task].family for task in config["tasks"
 PLOTS = list(FIGURES)
 
 
-def grid_train_records():
-    """train.json of every trained cell of the grid (built-in and external methods)."""
-    return sorted({os.path.join(os.path.dirname(os.path.dirname(cell)), "train.json") for cell in grid_cells()})
+def grid_train_records(shared_only=True):
+    """train.json of every trained cell of the grid (built-in and external methods); in a
+    sweep, of the shared setting's cells unless shared_only is False."""
+    return sorted({os.path.join(os.path.dirname(os.path.dirname(cell)), "train.json")
+                   for cell in grid_cells(shared_only=shared_only)})
 
 
 rule aggregate:
     input:
-        cells=grid_cells(),
+        cells=grid_cells(shared_only=True),
         base=base_cells(),
         data=[data_dir(task) for task in config["tasks"]],
         train_sets=[train_set_dir(ts) for ts in train_sets_for(config["tasks"])],
@@ -32,6 +34,9 @@ rule aggregate:
         config=result_config(config),
         code=code_hash("lora_tsd.aggregate.tables"),
         families=GRID_FAMILIES,
+        setting=("each method at its shared setting (the train sections' values, no sweep candidate): "
+                 + "; ".join(f"{m} on {ts}: {shared_setting(ts, m)}" for ts in train_sets_for(config["tasks"])
+                             for m in config["methods"])) if SWEEP else "",
     log:
         f"{GRID}/aggregate.log",
     script:

@@ -10,11 +10,12 @@ from lora_tsd import models
 from lora_tsd.data.prepare import train_set_origin
 from lora_tsd.data.tasks import TASKS, TRAIN_SETS, train_sets_for
 from lora_tsd.methods.registry import METHODS
-from lora_tsd.pipeline import assets, hub
+from lora_tsd.pipeline import assets, hub, sweep
 from lora_tsd.pipeline.codehash import code_hash
 from lora_tsd.pipeline.config import SCHEMA as CONFIG_SCHEMA
 from lora_tsd.pipeline.config import (ConfigError, cell_train, check, external_rule_problems, known_methods,
-                                      local_path, result_config, result_eval, result_train, result_tsd, short_hash)
+                                      local_path, merge_train, result_config, result_eval, result_train, result_tsd,
+                                      short_hash)
 
 
 def _stop(message):
@@ -50,9 +51,14 @@ PAIRS = [(slug, task) for slug, name in SLUGS.items() for task in config["tasks"
 # Grids coexist: a grid's cells, stages and tables live under results/<name>/; task data and
 # train sets under a key of the settings that make them, so two grids never overwrite each
 # other's files and grids with the same data settings share them.
+# A sweep (config sweep, family_sweep, method_sweep) adds a {setting} folder to every cell
+# ("lr=0.0005") and validation rows to every task; a grid without one keeps its paths and data.
+SWEEP = sweep.active(config)
+SELECT_BY = config["selection"].get("select_by", "score")
+VAL_ROWS = config["selection"].get("val_rows", 60) if SWEEP else 0
 GRID = f"results/{config['name']}"
-DATA_KEY = f"{config['data_source']}-{short_hash([config['data_source'], config['split']])}"
-RUN = GRID + "/runs/{model}/{train_set}/{method}/r{rank}/s{seed}"
+DATA_KEY = f"{config['data_source']}-{short_hash([config['data_source'], config['split']] + ([VAL_ROWS] if VAL_ROWS else []))}"
+RUN = GRID + "/runs/{model}/{train_set}/{method}/r{rank}" + ("/{setting}" if SWEEP else "") + "/s{seed}"
 
 
 def data_dir(task):
@@ -77,6 +83,7 @@ wildcard_constraints:
     rank=r"\d+",
     seed=r"\d+",
     data="[^/]+",
+    setting="[^/]+",
 
 
 # Baselines trained by their own rule (config `external_methods`): such a rule writes the
@@ -138,14 +145,36 @@ def train_set_tasks(wildcards):
         raise ValueError(f"{wildcards.data}/{name} is not a train set of this config (its key: {train_set_key(name)})")
     if train_set_origin(name, config["data_source"], named) != "tasks":
         # A local file the config names is an input: changing it rebuilds the set and retrains.
-        return {"train_data": named} if named and local_path(named) else {}
+        files = {"train_data": named} if named and local_path(named) else {}
+        if VAL_ROWS and TRAIN_SETS[name].family == "commonsense":  # its rows that render validation rows go
+            files.update({t: data_dir(t) for t in config["tasks"] if TASKS[t].train_set == name})
+        return files
     return {t: data_dir(t) for t in TRAIN_SETS[name].tasks}
 
 
+def cell_settings(train_set, method):
+    """A cell's sweep candidates: label -> the swept keys' values (one, the shared, without a sweep)."""
+    return sweep.settings(config, TRAIN_SETS[train_set].family, train_set, method) if SWEEP else {None: {}}
+
+
+def setting_values(wildcards):
+    """The swept keys' values of a cell's {setting} folder ({} without a sweep; a stage, which
+    candidates share, gets the shared setting)."""
+    label = getattr(wildcards, "setting", None)
+    if label is None:
+        return {}
+    known = cell_settings(wildcards.train_set, wildcards.method)
+    if label not in known:
+        raise ValueError(f"{label!r} is not a candidate of {wildcards.method} on {wildcards.train_set}; "
+                         f"its candidates: {', '.join(known)}")
+    return known[label]
+
+
 def cell_options(wildcards):
-    """train, then the family's, the train set's and the method's overrides, then the model's
-    target modules (every option, result-neutral knobs included)."""
+    """train, then the family's, the train set's and the method's overrides, then the cell's
+    sweep candidate, then the model's target modules (every option, result-neutral knobs included)."""
     cfg = cell_train(config, TRAIN_SETS[wildcards.train_set].family, wildcards.train_set, wildcards.method)
+    cfg = merge_train(cfg, setting_values(wildcards))
     targets = config["target_modules"].get(model_name(wildcards))
     return {**cfg, "target_modules": targets} if targets else cfg
 
@@ -172,12 +201,20 @@ def eval_params():
     return result_eval(config["eval"])
 
 
-def grid_cells():
-    """Every (cell, task) evaluation file of the grid."""
+def shared_setting(train_set, method):
+    """The label of a cell's shared setting (None without a sweep)."""
+    return sweep.shared_label(config, TRAIN_SETS[train_set].family, train_set, method) if SWEEP else None
+
+
+def grid_cells(split="eval", shared_only=False):
+    """Every (cell, task) evaluation file of the grid (split "val": its validation scores;
+    shared_only: the cells at the shared setting, today's leaderboard in a sweep grid)."""
     return [
-        f"{RUN}/eval/{task}.json".format(model=m, train_set=TASKS[task].train_set, method=method,
-                                          rank=rank, seed=seed)
+        f"{RUN}/{split}/{task}.json".format(model=m, train_set=TASKS[task].train_set, method=method,
+                                            rank=rank, seed=seed, setting=setting)
         for m, task in PAIRS for method in config["methods"]
+        for setting in cell_settings(TASKS[task].train_set, method)
+        if not shared_only or setting == shared_setting(TASKS[task].train_set, method)
         for rank in config["ranks"] for seed in config["seeds"]
     ]
 

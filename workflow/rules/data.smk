@@ -13,7 +13,7 @@ rule prepare_task:
         directory(f"resources/data/{DATA_KEY}/{{task}}"),
     params:
         source=config["data_source"],
-        split=config["split"],
+        split={**config["split"], **({"val_rows": VAL_ROWS} if VAL_ROWS else {})},  # a sweep's validation rows
         code=code_hash("lora_tsd.data.prepare"),
     log:
         f"logs/prepare_task/{DATA_KEY}/{{task}}.log",

@@ -1,5 +1,7 @@
 # Scoring on a task's held-out rows with its family's protocols: each trained cell, and the
 # untuned base model (an encoder's base has a fresh, seed-0 head: a chance-level reference).
+# In a sweep, each cell is also scored on the task's validation rows, the same way: the only
+# scores its selection reads.
 
 
 rule evaluate:
@@ -17,6 +19,7 @@ rule evaluate:
         source=config["data_source"],
         code=code_hash("lora_tsd.evaluation.scoring"),
         producer=lambda wc: producer_rule(wc.method),
+        split="test",
     threads: 1
     resources:
         gpu=1,
@@ -49,3 +52,18 @@ rule evaluate_base:
         GRID + "/runs/{model}/base/{task}.log",
     script:
         "../scripts/evaluate.py"
+
+
+use rule evaluate as validate with:
+    output:
+        f"{RUN}/val/{{task}}.json",
+    params:
+        model_name=model_name,
+        model_source=model_source,
+        eval=eval_params(),
+        source=config["data_source"],
+        code=code_hash("lora_tsd.evaluation.scoring"),
+        producer=lambda wc: producer_rule(wc.method),
+        split="val",
+    log:
+        f"{RUN}/val/{{task}}.log",

@@ -18,7 +18,8 @@ tests = "; ".join(f"{s['task']}: {s['how']}, {s['n_train']} train / {s['n_test']
                   for s in manifests(snakemake.input.data))
 trains = "; ".join(f"{s['train_set']}: {s['how']} ({s['n_train']} rows)" for s in manifests(snakemake.input.train_sets))
 stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_hash(config),
-         "data": f"test sets: {tests}. Train sets: {trains}."}
+         "data": f"test sets: {tests}. Train sets: {trains}.",
+         **({"setting": snakemake.params.setting} if snakemake.params.setting else {})}
 tables.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
              snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired,
              out_pages={**dict(zip(snakemake.params.families, snakemake.output.pages)),

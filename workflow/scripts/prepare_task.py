@@ -7,5 +7,5 @@ from lora_tsd.data import prepare
 
 raw = snakemake.input.raw[0] if snakemake.input.raw else None
 manifest = prepare.prepare(snakemake.wildcards.task, snakemake.params.source, snakemake.params.split,
-                           snakemake.output[0], raw=raw)
+                           snakemake.output[0], raw=raw, val_rows=snakemake.params.split.get("val_rows", 0))
 print(manifest)

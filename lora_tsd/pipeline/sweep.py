@@ -1,0 +1,127 @@
+"""Sweeps: the candidate train settings of a grid cell, their folder labels, and the shared
+setting (the one the train sections give the cell, always trained, so a sweep grid also has
+today's table). Candidates for a key come from the most specific sweep section naming it for
+the cell: method_sweep, then family_sweep, then sweep. A candidate is a value, or a factor of
+the cell's shared value ("x0.5", "x2"): one list then scales every dataset's own recipe."""
+from __future__ import annotations
+
+import itertools
+import re
+
+from .cells import cell_train
+
+# How specific each section is; a train section may not fix a swept key more specifically
+# than the sweep that gives it candidates (its value would silently replace every candidate's).
+SWEEP_LEVEL = {"sweep": 0, "family_sweep": 1, "method_sweep": 3}
+TRAIN_LEVEL = {"family_train": 1, "train_set_train": 2, "method_train": 3}
+
+
+def swept_keys(config: dict) -> list[str]:
+    """Every train key any sweep section names (sorted): the keys a sweep grid's labels show."""
+    keys = set(config.get("sweep") or {})
+    for section in ("family_sweep", "method_sweep"):
+        for entry in (config.get(section) or {}).values():
+            keys |= set(entry or {})
+    return sorted(keys)
+
+
+def active(config: dict) -> bool:
+    return bool(swept_keys(config))
+
+
+def candidates(config: dict, family: str, method: str) -> dict[str, tuple[str, list]]:
+    """key -> (the section that gives its candidates, the values) for one cell."""
+    out = {k: ("sweep", list(v)) for k, v in (config.get("sweep") or {}).items()}
+    for section, name in (("family_sweep", family), ("method_sweep", method)):
+        for key, values in ((config.get(section) or {}).get(name) or {}).items():
+            out[key] = (section, list(values))
+    return out
+
+
+def fmt(value) -> str:
+    """A value as it appears in a label: floats by repr (exact, so two values never share a
+    label), booleans and null as in YAML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def is_factor(value) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"x(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value) is not None
+
+
+def factor_name(value: str) -> str:
+    """'x2.0' -> 'x2': one name per factor, so the shared 'x1' is never listed twice."""
+    return f"x{float(value[1:]):g}"
+
+
+def resolve(value, shared_value):
+    """A candidate's value for a cell: a factor times the shared value (an int stays an int)."""
+    if not is_factor(value):
+        return value
+    scaled = float(value[1:]) * shared_value
+    return int(round(scaled)) if isinstance(shared_value, int) and float(scaled).is_integer() else scaled
+
+
+def factor_keys(config: dict, family: str, method: str) -> set[str]:
+    """Keys whose candidates for this cell are all factors."""
+    return {k for k, (_, values) in candidates(config, family, method).items() if all(map(is_factor, values))}
+
+
+def label(values: dict) -> str:
+    """The folder name of a setting: 'lr=0.0005' or 'lora_dropout=0.05,lr=0.0005'."""
+    return ",".join(f"{k}={fmt(values[k])}" for k in sorted(values))
+
+
+def shared(config: dict, family: str, train_set: str, method: str) -> dict:
+    """The swept keys' values that the train sections give the cell (the grid without sweeps)."""
+    cfg = cell_train(config, family, train_set, method)
+    return {k: cfg.get(k) for k in swept_keys(config)}
+
+
+def settings(config: dict, family: str, train_set: str, method: str) -> dict[str, dict]:
+    """label -> the swept keys' values of every candidate of a cell, in the order the config
+    lists them, with the shared setting added last when no candidate equals it."""
+    base = shared(config, family, train_set, method)
+    cands = candidates(config, family, method)
+    keys = sorted(cands)
+    scaled = factor_keys(config, family, method)
+    shown_base = {k: "x1" if k in scaled else v for k, v in base.items()}
+    out = {}
+    for combo in itertools.product(*(cands[k][1] for k in keys)):
+        shown = {**shown_base, **{k: factor_name(v) if is_factor(v) else v for k, v in zip(keys, combo)}}
+        out[label(shown)] = {**base, **{k: resolve(v, base[k]) for k, v in zip(keys, combo)}}
+    out.setdefault(label(shown_base), base)
+    return out
+
+
+def shared_label(config: dict, family: str, train_set: str, method: str) -> str:
+    scaled = factor_keys(config, family, method)
+    return label({k: "x1" if k in scaled else v for k, v in shared(config, family, train_set, method).items()})
+
+
+def path(section: str, family: str, method: str, key: str) -> str:
+    """Where a key's candidates are given, as a config key."""
+    return {"sweep": f"sweep.{key}", "family_sweep": f"family_sweep.{family}.{key}",
+            "method_sweep": f"method_sweep.{method}.{key}"}[section]
+
+
+def conflicts(config: dict, family: str, train_set: str, method: str) -> list[str]:
+    """Train sections that fix a swept key for this cell more specifically than its candidates'
+    section: the sweep would silently replace that value (give candidates at that level)."""
+    names = {"family_train": family, "train_set_train": train_set, "method_train": method}
+    problems = []
+    for key, (section, values) in candidates(config, family, method).items():
+        if all(map(is_factor, values)):
+            continue  # factors scale the fixed value instead of replacing it
+        for train_section, level in TRAIN_LEVEL.items():
+            fixed = (config.get(train_section) or {}).get(names[train_section]) or {}
+            if key in fixed and level > SWEEP_LEVEL[section]:
+                own = f"method_sweep.{method}.{key}" if level > 1 else f"family_sweep.{family}.{key}"
+                problems.append(
+                    f"config key '{train_section}.{names[train_section]}.{key}': fixes {key} = {fmt(fixed[key])}, "
+                    f"but {path(section, family, method, key)} would replace it with its candidates; allowed "
+                    f"values: candidates of its own ({own}) or no {key} in {train_section}.{names[train_section]}")
+    return problems

@@ -1,0 +1,129 @@
+"""End to end: a learning-rate sweep of the smoke grid through the snakemake CLI, to a selection
+on validation rows, a tuned leaderboard and sensitivity figures (in the smoke grid's workdir,
+so the built models and task data are reused)."""
+import copy
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from grids import SMOKE
+from grids import command as _cmd
+from grids import env as _env
+from grids import run as _snakemake
+
+pytestmark = pytest.mark.e2e
+NAME = "sweep-smoke"
+GRID = f"results/{NAME}"
+CONFIG = {**copy.deepcopy(SMOKE), "name": NAME, "tasks": ["arc_easy", "sst2"], "methods": ["lora", "lora_dash"],
+          "sweep": {"lr": [3.0e-3, 1.0e-3]}, "family_sweep": {"glue": {"lr": [1.0e-2, 3.0e-2]}},
+          "selection": {"val_rows": 12}}
+LABELS = {"commonsense170k": ["lr=0.003", "lr=0.001"], "sst2": ["lr=0.01", "lr=0.03"]}
+
+
+@pytest.fixture(scope="module")
+def sweep_grid(smoke_grid):
+    workdir = smoke_grid[0]
+    _snakemake(workdir, CONFIG, "sweep.yaml")
+    return workdir
+
+
+def _records(root: Path, split: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / GRID / "runs").glob(f"*/*/*/r*/*/s*/{split}/*.json"))]
+
+
+def test_cells_expand_over_the_candidates_with_the_swept_value_in_path_and_records(sweep_grid):
+    runs = sweep_grid / GRID / "runs"
+    for model, train_set in (("tiny-llama", "commonsense170k"), ("tiny-bert", "sst2")):
+        for method in CONFIG["methods"]:
+            found = sorted(p.name for p in (runs / model / train_set / method / "r4").iterdir())
+            assert found == sorted(LABELS[train_set]), found
+            for label in found:
+                train = json.loads((runs / model / train_set / method / "r4" / label / "s0" / "train.json").read_text())
+                assert train["train_config"]["lr"] == float(label.split("=")[1])
+    for rec in _records(sweep_grid, "eval"):
+        assert rec["setting"] == f"lr={rec['setting_values']['lr']!r}" and "split" not in rec
+
+
+def test_validation_rows_are_disjoint_from_test_rows_and_from_training(sweep_grid):
+    from lora_tsd.data.prepare import commonsense_row, read_jsonl
+
+    for task in CONFIG["tasks"]:
+        data = next(p for p in (sweep_grid / "resources" / "data").glob(f"*/{task}") if (p / "val.jsonl").exists())
+        val, test, train = (read_jsonl(data / f"{s}.jsonl") for s in ("val", "test", "train"))
+        assert len(val) == 12
+        keys = lambda rows: {json.dumps(r, sort_keys=True) for r in rows}  # noqa: E731
+        assert not keys(val) & keys(test) and not keys(val) & keys(train)
+        if task == "arc_easy":  # nor among the rows the commonsense train set renders
+            sets = [p for p in (sweep_grid / "resources" / "train_sets").glob("*/commonsense170k")
+                    if data.parent.name in p.parent.name]
+            trained = {r["instruction"] for r in read_jsonl(sets[0] / "train.jsonl")}
+            assert not {commonsense_row(task, d)["instruction"] for d in val} & trained
+    val_hashes = {(r["task"], h) for r in _records(sweep_grid, "val") for p in r["results"].values()
+                  for h in p["items"]["doc_hash"]}
+    test_hashes = {(r["task"], h) for r in _records(sweep_grid, "eval") for p in r["results"].values()
+                   for h in p["items"]["doc_hash"]}
+    assert val_hashes and test_hashes and not val_hashes & test_hashes
+
+
+def test_selection_takes_the_best_mean_validation_score_recomputed_from_the_records(sweep_grid):
+    record = json.loads((sweep_grid / GRID / "selection.json").read_text())
+    scores = {}
+    for rec in _records(sweep_grid, "val"):
+        assert rec["split"] == "val"
+        metric = ("loglik", "acc") if rec["family"] == "commonsense" else ("glue", "accuracy")
+        key = (rec["family"], rec["method"], rec["setting"])
+        scores.setdefault(key, []).append(100 * rec["results"][metric[0]]["metrics"][metric[1]])
+    for cand in record["candidates"]:  # one task per family and one seed: the score is that record's
+        assert cand["status"] == "ok"
+        assert cand["score"] == pytest.approx(scores[(cand["family"], cand["method"], cand["setting"])][0])
+    assert len(record["selections"]) == 4  # (family, method) x one rank
+    for chosen in record["selections"]:
+        labels = LABELS["commonsense170k" if chosen["family"] == "commonsense" else "sst2"]
+        mine = {s: scores[(chosen["family"], chosen["method"], s)][0] for s in labels}
+        tied = [s for s in labels if mine[s] == pytest.approx(max(mine.values()))]
+        shared = "lr=0.001" if chosen["family"] == "commonsense" else "lr=0.01"
+        assert chosen["setting"] == (shared if shared in tied else tied[0]), (mine, chosen)
+
+
+def test_tuned_leaderboard_shows_each_method_at_its_selection_beside_the_shared_one(sweep_grid):
+    record = json.loads((sweep_grid / GRID / "selection.json").read_text())
+    chosen = {(s["family"], s["method"]): s["setting"] for s in record["selections"]}
+    tuned = pd.read_csv(sweep_grid / GRID / "tuned" / "leaderboard.csv")
+    trained = tuned[tuned.method != "base"]
+    assert {(f, m, s) for f, m, s in zip(trained.family, trained.method, trained.setting)} == \
+        {(f, m, s) for (f, m), s in chosen.items()}
+    md = (sweep_grid / GRID / "tuned" / "leaderboard.md").read_text()
+    assert md.startswith("# Tuned leaderboard") and "selected setting" in md
+    for setting in chosen.values():
+        assert setting in md
+    shared = pd.read_csv(sweep_grid / GRID / "leaderboard.csv")
+    shared = shared[shared.method != "base"]
+    assert set(shared.setting) == {"lr=0.001", "lr=0.01"}  # the shared setting's cells only
+    assert "each method at its shared setting" in (sweep_grid / GRID / "leaderboard.md").read_text()
+    paired = pd.read_csv(sweep_grid / GRID / "tuned" / "paired.csv")
+    assert set(paired.method) == {"lora_dash"} and paired["diff"].notna().all()
+    for family in ("commonsense", "glue"):
+        png = sweep_grid / GRID / "plots" / family / "sensitivity.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sens = pd.read_csv(sweep_grid / GRID / "tuned" / "sensitivity.csv")
+    assert set(sens.split) == {"validation", "test"} and len(sens) == 2 * 2 * 2 * 2
+
+
+def test_editing_test_scores_replans_the_tables_but_never_the_selection(sweep_grid):
+    """The selection's inputs hold no test record: after a test score changes, snakemake plans
+    the tables again but not `select`."""
+    target = next((sweep_grid / GRID / "runs").glob("tiny-llama/*/lora/r4/lr=0.003/s0/eval/arc_easy.json"))
+    rec = json.loads(target.read_text())
+    rec["results"]["loglik"]["metrics"]["acc"] = 1.0
+    target.write_text(json.dumps(rec))
+    os.utime(target)
+    import subprocess
+
+    out = subprocess.run(_cmd(sweep_grid, CONFIG, "sweep.yaml") + ["-n"], capture_output=True, text=True,
+                         env=_env(), timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    planned = out.stdout.split("Job stats:")[1].split("total")[0]
+    assert "tuned" in planned and "select" not in planned.replace("selection", "")
