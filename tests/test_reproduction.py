@@ -43,6 +43,11 @@ def test_matching_cells_get_paper_ours_gap_and_spread(tmp_path):
     assert set(rows["model"]) == {"meta-llama/Meta-Llama-3-8B"}
     md = re.sub(r" +", " ", (tmp_path / "lb.md").read_text())
     assert "## Reproduction" in md and "| LLaMA3-8B | lora_dash | 32 | boolq | 75.3 | 75.00 ± 1.41 | 2 | -0.30 | yes |" in md
+    assert "Our numbers: every method at the grid's one shared setting (no sweep" in md
+    # A sweep's tables say which setting the reproduction's numbers come from
+    tables.write(files, {}, {"commit": "c", "config_hash": "h", "data": "d", "setting": "each method at lr=x1"},
+                 tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.json", selected={})
+    assert "Our numbers: each method at lr=x1" in (tmp_path / "t.md").read_text()
 
 
 def test_one_seed_cannot_say_and_no_match_adds_no_table(tmp_path):

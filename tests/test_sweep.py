@@ -111,3 +111,23 @@ def test_shipped_sweep_configs_are_valid():
     update_config(cfg, yaml.safe_load((ROOT / "configs" / "lr-sweep.yaml").read_text()))
     check(cfg)
     assert sweep.active(cfg)
+
+
+def test_tsd_options_sweep_only_the_methods_that_read_them():
+    cfg = _cfg(sweep={"tsd.dash_s": [4, 16]}, method_sweep={"lora_dash": {"tsd.dash_t": [0.5]}})
+    assert list(sweep.settings(cfg, "commonsense", "commonsense170k", "lora_dash")) == [
+        "tsd.dash_s=4,tsd.dash_t=0.5", "tsd.dash_s=16,tsd.dash_t=0.5", "tsd.dash_s=8,tsd.dash_t=0.25"]
+    assert sweep.split({"lr": 1.0, "tsd.dash_s": 4}) == ({"lr": 1.0}, {"dash_s": 4})
+    # plain LoRA reads no tsd option: one cell, not three identical ones
+    assert sweep.settings(cfg, "commonsense", "commonsense170k", "lora") == {"shared": {}}
+    check(cfg)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"sweep": {"tsd.dash_s": [0, 8]}}, "config key 'sweep.tsd.dash_s': candidate tsd.dash_s=0: tsd.dash_s: 0 is less"),
+    ({"sweep": {"tsd.svd_cache": [True, False]}}, "config key 'sweep.tsd.svd_cache': 'tsd.svd_cache' cannot be swept"),
+    ({"method_sweep": {"lora_dash": {"tsd.dash_t": [30]}}}, "dash_t 30 is not below its steps (20)"),
+])
+def test_bad_tsd_sweeps_are_refused(changes, expected):
+    msg = _error(**changes)
+    assert expected in msg, msg

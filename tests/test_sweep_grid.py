@@ -19,8 +19,11 @@ NAME = "sweep-smoke"
 GRID = f"results/{NAME}"
 CONFIG = {**copy.deepcopy(SMOKE), "name": NAME, "tasks": ["arc_easy", "sst2"], "methods": ["lora", "lora_dash"],
           "sweep": {"lr": [3.0e-3, 1.0e-3]}, "family_sweep": {"glue": {"lr": [1.0e-2, 3.0e-2]}},
-          "selection": {"val_rows": 12}}
-LABELS = {"commonsense170k": ["lr=0.003", "lr=0.001"], "sst2": ["lr=0.01", "lr=0.03"]}
+          "method_sweep": {"lora_dash": {"tsd.dash_s": [1]}}, "selection": {"val_rows": 12}}
+LABELS = {("commonsense170k", "lora"): ["lr=0.003", "lr=0.001"], ("sst2", "lora"): ["lr=0.01", "lr=0.03"],
+          ("commonsense170k", "lora_dash"): ["lr=0.003,tsd.dash_s=1", "lr=0.001,tsd.dash_s=1", "lr=0.001,tsd.dash_s=2"],
+          ("sst2", "lora_dash"): ["lr=0.01,tsd.dash_s=1", "lr=0.03,tsd.dash_s=1", "lr=0.01,tsd.dash_s=2"]}
+SHARED = {"commonsense": "lr=0.001", "glue": "lr=0.01"}
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +42,16 @@ def test_cells_expand_over_the_candidates_with_the_swept_value_in_path_and_recor
     for model, train_set in (("tiny-llama", "commonsense170k"), ("tiny-bert", "sst2")):
         for method in CONFIG["methods"]:
             found = sorted(p.name for p in (runs / model / train_set / method / "r4").iterdir())
-            assert found == sorted(LABELS[train_set]), found
+            assert found == sorted(LABELS[(train_set, method)]), found
             for label in found:
-                train = json.loads((runs / model / train_set / method / "r4" / label / "s0" / "train.json").read_text())
-                assert train["train_config"]["lr"] == float(label.split("=")[1])
+                run = runs / model / train_set / method / "r4" / label / "s0"
+                train = json.loads((run / "train.json").read_text())
+                values = dict(kv.split("=") for kv in label.split(","))
+                assert train["train_config"]["lr"] == float(values["lr"])
+                if method == "lora_dash":  # a swept tsd option reaches the method's own options
+                    assert train["tsd_config"]["dash_s"] == int(values["tsd.dash_s"])
     for rec in _records(sweep_grid, "eval"):
-        assert rec["setting"] == f"lr={rec['setting_values']['lr']!r}" and "split" not in rec
+        assert rec["setting"].startswith(f"lr={rec['setting_values']['lr']!r}") and "split" not in rec
 
 
 def test_validation_rows_are_disjoint_from_test_rows_and_from_training(sweep_grid):
@@ -81,10 +88,10 @@ def test_selection_takes_the_best_mean_validation_score_recomputed_from_the_reco
         assert cand["score"] == pytest.approx(scores[(cand["family"], cand["method"], cand["setting"])][0])
     assert len(record["selections"]) == 4  # (family, method) x one rank
     for chosen in record["selections"]:
-        labels = LABELS["commonsense170k" if chosen["family"] == "commonsense" else "sst2"]
+        labels = LABELS[("commonsense170k" if chosen["family"] == "commonsense" else "sst2", chosen["method"])]
         mine = {s: scores[(chosen["family"], chosen["method"], s)][0] for s in labels}
         tied = [s for s in labels if mine[s] == pytest.approx(max(mine.values()))]
-        shared = "lr=0.001" if chosen["family"] == "commonsense" else "lr=0.01"
+        shared = SHARED[chosen["family"]] + (",tsd.dash_s=2" if chosen["method"] == "lora_dash" else "")
         assert chosen["setting"] == (shared if shared in tied else tied[0]), (mine, chosen)
 
 
@@ -101,7 +108,7 @@ def test_tuned_leaderboard_shows_each_method_at_its_selection_beside_the_shared_
         assert setting in md
     shared = pd.read_csv(sweep_grid / GRID / "leaderboard.csv")
     shared = shared[shared.method != "base"]
-    assert set(shared.setting) == {"lr=0.001", "lr=0.01"}  # the shared setting's cells only
+    assert set(shared.setting) == {"lr=0.001", "lr=0.01", "lr=0.001,tsd.dash_s=2", "lr=0.01,tsd.dash_s=2"}
     assert "each method at its shared setting" in (sweep_grid / GRID / "leaderboard.md").read_text()
     paired = pd.read_csv(sweep_grid / GRID / "tuned" / "paired.csv")
     assert set(paired.method) == {"lora_dash"} and paired["diff"].notna().all()
@@ -109,7 +116,7 @@ def test_tuned_leaderboard_shows_each_method_at_its_selection_beside_the_shared_
         png = sweep_grid / GRID / "plots" / family / "sensitivity.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     sens = pd.read_csv(sweep_grid / GRID / "tuned" / "sensitivity.csv")
-    assert set(sens.split) == {"validation", "test"} and len(sens) == 2 * 2 * 2 * 2
+    assert set(sens.split) == {"validation", "test"} and len(sens) == 2 * 2 * (2 + 3)  # families x splits x settings
 
 
 def test_editing_test_scores_replans_the_tables_but_never_the_selection(sweep_grid):
@@ -127,3 +134,26 @@ def test_editing_test_scores_replans_the_tables_but_never_the_selection(sweep_gr
     assert out.returncode == 0, out.stderr[-2000:]
     planned = out.stdout.split("Job stats:")[1].split("total")[0]
     assert "tuned" in planned and "select" not in planned.replace("selection", "")
+
+
+@pytest.mark.browser
+def test_sweep_report_shows_the_tuned_page_and_sensitivity_figures_in_a_browser(sweep_grid, chromium):
+    import subprocess
+
+    from browser import check_report
+
+    report = sweep_grid / "sweep-report.html"
+    _snakemake(sweep_grid, CONFIG, "sweep.yaml")  # the tables again after the edited test record
+    proc = subprocess.run(_cmd(sweep_grid, CONFIG, "sweep.yaml") + ["--report", str(report)], capture_output=True,
+                          text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0 and "ERROR" not in proc.stderr, proc.stderr[-3000:]
+    view = check_report(report, sweep_grid / "sweep-shots")
+    assert view.problems() == []
+    assert {"commonsense", "glue", "Leaderboard", "Tuned"} <= set(view.categories)
+    for family in ("commonsense", "glue"):
+        figure = [e for e in view.entries if e.category == family and e.kind == "image"
+                  and Path(e.path).stem == "sensitivity"]
+        assert len(figure) == 1 and figure[0].image_loaded and figure[0].caption
+    tuned = next(e for e in view.entries if e.category == "Tuned")
+    assert tuned.kind == "html" and "selected setting" in tuned.tables[0].header
+    assert tuned.tables[0].n_rows == len(CONFIG["methods"]) + 1  # each method at its selection, and base

@@ -83,21 +83,26 @@ def candidates(scores: pd.DataFrame, seeds: list[int], tasks: dict[str, list[str
     return pd.DataFrame(out, columns=CANDIDATE + ["values", "metric", "score", "seeds", "status"])
 
 
+def _tie_break(tied: list[str], order: list[str], shared: str | None) -> str:
+    """Among equally good candidates: the shared setting, else the first the config lists."""
+    if shared in tied:
+        return shared
+    return min(tied, key=lambda s: order.index(s) if s in order else len(order))
+
+
 def select(cands: pd.DataFrame, order: dict[tuple, list[str]], shared: dict[tuple, str],
            lower_is_better: bool = False) -> pd.DataFrame:
     """The chosen candidate per (model, family, method, rank). `order`: (family, method) ->
     candidate labels as the config lists them; `shared`: (family, method) -> the shared label."""
     chosen = []
-    for key, part in cands.groupby(["model", "family", "method", "rank"], sort=False):
+    for (_, family, method, _), part in cands.groupby(["model", "family", "method", "rank"], sort=False):
         ok = part[part.status == "ok"]
         if ok.empty:
             continue  # no complete candidate: the method has no tuned row (the candidates say why)
-        best = (ok.score.round(9).min() if lower_is_better else ok.score.round(9).max())
-        tied = ok[ok.score.round(9) == best]
-        labels = order.get((key[1], key[2]), list(tied.setting))
-        first = shared.get((key[1], key[2])) if shared.get((key[1], key[2])) in set(tied.setting) else \
-            min(tied.setting, key=lambda s: labels.index(s) if s in labels else len(labels))
-        chosen.append(tied[tied.setting == first].iloc[0])
+        score = ok.score.round(9)
+        tied = ok[score == (score.min() if lower_is_better else score.max())]
+        pick = _tie_break(list(tied.setting), order.get((family, method), []), shared.get((family, method)))
+        chosen.append(tied[tied.setting == pick].iloc[0])
     return pd.DataFrame(chosen, columns=cands.columns).reset_index(drop=True)
 
 

@@ -148,6 +148,7 @@ def _cell(r, mark: str = "") -> str:
     return text if r["seeds"] >= r["expected_seeds"] else f"{text} ({r['seeds']} of {r['expected_seeds']} seeds)"
 
 
+NO_SWEEP = "every method at the grid's one shared setting (no sweep, so untuned per method)."
 UP, DOWN = " ▲", " ▼"  # the paired difference with LoRA has a 95% CI above / below 0
 
 
@@ -327,7 +328,7 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
                  "on CPU."),
                 (family, "table", with_selected(cost_table(summary, family), selected))]
     return out + [("reproduction", tag, content)
-                  for tag, content in reproduction.blocks(reproduction.table(summary), setting)]
+                  for tag, content in reproduction.blocks(reproduction.table(summary), setting or NO_SWEEP)]
 
 
 def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None,

@@ -234,7 +234,7 @@ def _sweep_names(config: dict, train_keys: set) -> list[str]:
             if name not in registry:
                 problems.append(_unknown(f"{section}.{name}", name, sorted(registry)))
             entries.append((f"{section}.{name}", keys or {}))
-    sweepable = sorted(train_keys - set(RESULT_NEUTRAL))
+    sweepable = sorted(train_keys - set(RESULT_NEUTRAL)) + [sweep.TSD + k for k in TSD_SWEEPABLE]
     for where, keys in entries:
         for key, values in keys.items():
             if key not in sweepable:
@@ -266,10 +266,38 @@ def _selection_problems(config: dict) -> list[str]:
     if selection.get("select_by") == "loss":
         for family, train_set, method in _grid_cells(config):
             for values in sweep.settings(config, family, train_set, method).values():
-                if not merge_train(cell_train(config, family, train_set, method), values).get("val_size"):
+                train_values = sweep.split(values)[0]
+                if not merge_train(cell_train(config, family, train_set, method), train_values).get("val_size"):
                     return problems + [f"config key 'selection.select_by': 'loss' needs a validation loss, but "
                                        f"{method} on {train_set} has no train.val_size; allowed values: score, or "
                                        f"set train.val_size > 0"]
+    return problems
+
+
+TSD_SWEEPABLE = ("dash_t", "dash_s", "init_estimate", "init_steps", "init_scale", "init_residualise", "svd_dtype")
+
+
+def _candidate_problems(config: dict, schema: dict, family: str, train_set: str, method: str) -> list[str]:
+    """Each candidate of a cell, merged over its train and tsd options, against the schema
+    (and a LoRA-Dash switch that would never come)."""
+    given, problems = sweep.candidates(config, family, method), []
+    validators = {"train": jsonschema.Draft202012Validator(schema["properties"]["train"]),
+                  "tsd": jsonschema.Draft202012Validator(schema["properties"]["tsd"])}
+    for name, values in sweep.settings(config, family, train_set, method).items():
+        train_values, tsd_values = sweep.split(values)
+        merged = {"train": merge_train(cell_train(config, family, train_set, method), train_values),
+                  "tsd": {**config["tsd"], **tsd_values}}
+        for section, validator in validators.items():
+            for e in validator.iter_errors(merged[section]):
+                key = (sweep.TSD if section == "tsd" else "") + _key(e.absolute_path)
+                where = sweep.path(given[key][0], family, method, key) if key in given else "sweep"
+                problems.append(f"config key '{where}': candidate {name}: {key}: {e.message}")
+        t, steps = merged["tsd"].get("dash_t"), merged["train"].get("steps")
+        if method in METHODS and METHODS[method].switches and isinstance(steps, int) \
+                and isinstance(t, (int, float)) and t >= 1 and t >= steps:
+            problems.append(f"config key 'sweep': candidate {name} of {method} on {train_set}: dash_t {t} is not "
+                            f"below its steps ({steps}), so it would never switch; allowed values: 0 <= dash_t "
+                            f"< steps, or a fraction below 1")
     return problems
 
 
@@ -280,23 +308,18 @@ def _sweep_problems(config: dict, schema: dict) -> list[str]:
     problems = _sweep_names(config, train_keys)
     if problems or not sweep.active(config) or not isinstance(config.get("train"), dict):
         return problems
-    validator = jsonschema.Draft202012Validator(schema["properties"]["train"])
+    tsd_defaults = {k: v["default"] for k, v in schema["properties"]["tsd"]["properties"].items() if "default" in v}
+    config = {**config, "tsd": {**tsd_defaults, **(config.get("tsd") or {})}}  # as the workflow sees it
     for family, train_set, method in _grid_cells(config):
         problems += sweep.conflicts(config, family, train_set, method)
         for key in sweep.factor_keys(config, family, method):
-            shared = cell_train(config, family, train_set, method).get(key)
+            shared = sweep.shared(config, family, train_set, method).get(key)
             if isinstance(shared, bool) or not isinstance(shared, (int, float)):
                 where = sweep.path(sweep.candidates(config, family, method)[key][0], family, method, key)
                 problems.append(f"config key '{where}': factors scale a number, but {key} is {shared!r} for "
                                 f"{method} on {train_set}; allowed values: values")
                 return problems
-        given = sweep.candidates(config, family, method)
-        for name, values in sweep.settings(config, family, train_set, method).items():
-            merged = merge_train(cell_train(config, family, train_set, method), values)
-            for e in validator.iter_errors(merged):
-                key = _key(e.absolute_path)
-                where = sweep.path(given[key][0], family, method, key) if key in given else "sweep"
-                problems.append(f"config key '{where}': candidate {name}: {key}: {e.message}")
+        problems += _candidate_problems(config, schema, family, train_set, method)
     return list(dict.fromkeys(problems + _selection_problems(config)))
 
 

@@ -1,4 +1,4 @@
-"""Sweeps: the candidate train settings of a grid cell, their folder labels, and the shared
+"""Sweeps: the candidate settings (train keys, and tsd options as "tsd.<key>") of a grid cell, their folder labels, and the shared
 setting (the one the train sections give the cell, always trained, so a sweep grid also has
 today's table). Candidates for a key come from the most specific sweep section naming it for
 the cell: method_sweep, then family_sweep, then sweep. A candidate is a value, or a factor of
@@ -8,7 +8,22 @@ from __future__ import annotations
 import itertools
 import re
 
+from ..methods.registry import METHODS
 from .cells import cell_train
+
+TSD = "tsd."  # a swept key "tsd.dash_s" is a tsd option: it reaches only the methods that read tsd
+
+
+def reads(method: str, key: str) -> bool:
+    """Whether a swept key can change this method's cells (tsd options: the TSD methods only)."""
+    return not key.startswith(TSD) or (method in METHODS and METHODS[method].option_group == "tsd")
+
+
+def split(values: dict) -> tuple[dict, dict]:
+    """A setting's values as (train keys, tsd options without their prefix)."""
+    return ({k: v for k, v in values.items() if not k.startswith(TSD)},
+            {k[len(TSD):]: v for k, v in values.items() if k.startswith(TSD)})
+
 
 # How specific each section is; a train section may not fix a swept key more specifically
 # than the sweep that gives it candidates (its value would silently replace every candidate's).
@@ -16,13 +31,14 @@ SWEEP_LEVEL = {"sweep": 0, "family_sweep": 1, "method_sweep": 3}
 TRAIN_LEVEL = {"family_train": 1, "train_set_train": 2, "method_train": 3}
 
 
-def swept_keys(config: dict) -> list[str]:
-    """Every train key any sweep section names (sorted): the keys a sweep grid's labels show."""
+def swept_keys(config: dict, method: str | None = None) -> list[str]:
+    """Every key any sweep section names (sorted): the keys a sweep grid's labels show (for
+    `method`: those that can change its cells)."""
     keys = set(config.get("sweep") or {})
     for section in ("family_sweep", "method_sweep"):
         for entry in (config.get(section) or {}).values():
             keys |= set(entry or {})
-    return sorted(keys)
+    return sorted(k for k in keys if method is None or reads(method, k))
 
 
 def active(config: dict) -> bool:
@@ -35,7 +51,7 @@ def candidates(config: dict, family: str, method: str) -> dict[str, tuple[str, l
     for section, name in (("family_sweep", family), ("method_sweep", method)):
         for key, values in ((config.get(section) or {}).get(name) or {}).items():
             out[key] = (section, list(values))
-    return out
+    return {k: v for k, v in out.items() if reads(method, k)}
 
 
 def fmt(value) -> str:
@@ -71,14 +87,16 @@ def factor_keys(config: dict, family: str, method: str) -> set[str]:
 
 
 def label(values: dict) -> str:
-    """The folder name of a setting: 'lr=0.0005' or 'lora_dropout=0.05,lr=0.0005'."""
-    return ",".join(f"{k}={fmt(values[k])}" for k in sorted(values))
+    """The folder name of a setting: 'lr=0.0005' or 'lora_dropout=0.05,lr=0.0005'; 'shared'
+    for a method no swept key reaches (a tsd option swept beside plain LoRA)."""
+    return ",".join(f"{k}={fmt(values[k])}" for k in sorted(values)) or "shared"
 
 
 def shared(config: dict, family: str, train_set: str, method: str) -> dict:
     """The swept keys' values that the train sections give the cell (the grid without sweeps)."""
     cfg = cell_train(config, family, train_set, method)
-    return {k: cfg.get(k) for k in swept_keys(config)}
+    tsd = config.get("tsd") or {}
+    return {k: tsd.get(k[len(TSD):]) if k.startswith(TSD) else cfg.get(k) for k in swept_keys(config, method)}
 
 
 def settings(config: dict, family: str, train_set: str, method: str) -> dict[str, dict]:

@@ -174,7 +174,7 @@ def cell_options(wildcards):
     """train, then the family's, the train set's and the method's overrides, then the cell's
     sweep candidate, then the model's target modules (every option, result-neutral knobs included)."""
     cfg = cell_train(config, TRAIN_SETS[wildcards.train_set].family, wildcards.train_set, wildcards.method)
-    cfg = merge_train(cfg, setting_values(wildcards))
+    cfg = merge_train(cfg, sweep.split(setting_values(wildcards))[0])
     targets = config["target_modules"].get(model_name(wildcards))
     return {**cfg, "target_modules": targets} if targets else cfg
 
@@ -189,7 +189,7 @@ def tsd_params(wildcards):
     the script reads it from the config)."""
     if wildcards.method not in TSD_METHODS:
         return {}
-    return result_tsd(config["tsd"])
+    return result_tsd({**config["tsd"], **sweep.split(setting_values(wildcards))[1]})  # a sweep's tsd candidate
 
 
 def train_code(wildcards):
