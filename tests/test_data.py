@@ -168,3 +168,42 @@ def test_glue_normalisers(task, row, expected):
 ])
 def test_train_set_origin(name, source, override, origin):
     assert prepare.train_set_origin(name, source, override) == origin
+
+
+def test_validation_rows_are_held_out_by_content_disjoint_and_fixed():
+    rows = _examples(300)
+    rest, val = prepare.hold_out(rows, 60, "salt")
+    assert len(val) == 60 and len(rest) == 240
+    assert not {e["query"] for e in rest} & {e["query"] for e in val}
+    assert [r for r in rows if r in val] == val  # original order kept on each side
+    _, again = prepare.hold_out(list(reversed(rows)), 60, "salt")
+    assert sorted(e["query"] for e in again) == sorted(e["query"] for e in val)
+    # its own salt: not simply the rows the test carve would pick next
+    assert {e["query"] for e in prepare.hold_out(rows, 60, "other")[1]} != {e["query"] for e in val}
+
+
+def test_prepare_carves_validation_from_the_train_side_or_half_the_held_out_rows(tmp_path):
+    manifest = prepare.prepare("ifeval", "embedded", {"test_fraction": 0.4, "salt": "s"}, tmp_path / "if",
+                               val_rows=60)
+    assert (manifest["n_train"], manifest["n_val"], manifest["n_test"]) == (0, 36, 36)  # 72 prompts, half
+    plain = prepare.prepare("ifeval", "embedded", {"test_fraction": 0.4, "salt": "s"}, tmp_path / "plain")
+    assert "n_val" not in plain and not (tmp_path / "plain" / "val.jsonl").exists()
+    val = prepare.read_jsonl(tmp_path / "if" / "val.jsonl")
+    test = prepare.read_jsonl(tmp_path / "if" / "test.jsonl")
+    assert sorted(map(json.dumps, val + test)) == sorted(map(json.dumps, prepare.read_jsonl(tmp_path / "plain" / "test.jsonl")))
+
+
+def test_a_commonsense170k_file_loses_the_rows_that_render_validation_rows(tmp_path):
+    arc = [{"question": f"Q{i}", "choices": {"text": ["w", "x"], "label": ["A", "B"]}, "answerKey": "B"}
+           for i in range(3)]
+    folder = _task_dir(tmp_path / "arc", arc[1:])
+    (folder / "val.jsonl").write_text(json.dumps(arc[0]) + "\n")
+    rendered = [prepare.commonsense_row("arc_easy", doc) for doc in arc]
+    # the hub file's instruction with its own line breaks and spaces: matched on words
+    rendered[0]["instruction"] = rendered[0]["instruction"].replace(" ", "  ")
+    source = tmp_path / "commonsense_170k.json"
+    source.write_text(json.dumps(rendered + [{"instruction": "other", "input": "", "output": "o"}]))
+    manifest = prepare.build_train_set("commonsense170k", "hub", tmp_path / "out", {"arc_easy": folder}, str(source))
+    rows = prepare.read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert manifest["n_train"] == 3 and "1 rows dropped that render a validation row of arc_easy" in manifest["how"]
+    assert [r["instruction"] for r in rows] == [rendered[1]["instruction"], rendered[2]["instruction"], "other"]
