@@ -131,3 +131,11 @@ def test_tsd_options_sweep_only_the_methods_that_read_them():
 def test_bad_tsd_sweeps_are_refused(changes, expected):
     msg = _error(**changes)
     assert expected in msg, msg
+
+
+def test_selection_must_read_a_protocol_the_grid_scores():
+    msg = _error(method_sweep={"lora": {"lr": [1.0e-4]}}, eval={**DEFAULT["eval"], "protocols": ["generative", "glue",
+                                                                                                 "ifeval"]})
+    assert "config key 'selection.metric.commonsense': selection reads 'loglik'" in msg and "generative" in msg
+    check(_cfg(method_sweep={"lora": {"lr": [1.0e-4]}}, selection={"metric": {"commonsense": "generative acc"}},
+               eval={**DEFAULT["eval"], "protocols": ["generative", "glue", "ifeval"]}))

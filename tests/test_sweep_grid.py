@@ -157,3 +157,26 @@ def test_sweep_report_shows_the_tuned_page_and_sensitivity_figures_in_a_browser(
     tuned = next(e for e in view.entries if e.category == "Tuned")
     assert tuned.kind == "html" and "selected setting" in tuned.tables[0].header
     assert tuned.tables[0].n_rows == len(CONFIG["methods"]) + 1  # each method at its selection, and base
+
+
+def test_select_by_loss_reselects_from_the_runs_hold_out_losses_without_retraining(sweep_grid):
+    """select_by: loss reads each cell's train.json (its train.val_size hold-out loss where the
+    run ended, the kept adapter's with keep_best): only the selection and the tables rerun."""
+    config = {**CONFIG, "selection": {**CONFIG["selection"], "select_by": "loss"}}
+    proc = _snakemake(sweep_grid, config, "sweep-loss.yaml")
+    planned = proc.stdout.split("Job stats:")[1].split("total")[0]
+    assert "select" in planned and "train" not in planned and "validate" not in planned
+    record = json.loads((sweep_grid / GRID / "selection.json").read_text())
+    assert record["select_by"] == "loss"
+    losses = {}
+    for path in (sweep_grid / GRID / "runs").glob("*/*/*/r4/*/s0/train.json"):
+        run = json.loads(path.read_text())
+        if run["train_set"] not in ("commonsense170k", "sst2"):
+            continue
+        at = dict((int(s), v) for s, v in run["val_losses"])
+        losses[(run["method"], path.parent.parent.name)] = at[run["kept_step"] or max(at)]
+    for chosen in record["selections"]:
+        family_sets = "commonsense170k" if chosen["family"] == "commonsense" else "sst2"
+        mine = {s: losses[(chosen["method"], s)] for s in LABELS[(family_sets, chosen["method"])]}
+        assert chosen["score"] == pytest.approx(min(mine.values()))
+        assert mine[chosen["setting"]] == pytest.approx(min(mine.values()))

@@ -16,16 +16,16 @@ import pandas as pd
 from .. import atomic
 from . import items as item_scores
 from . import tables
+from ..data.tasks import FAMILIES
 
-# Selection's score per family: (protocol, metric); GLUE reads each task's first metric.
-DEFAULT_METRIC = {"commonsense": ("loglik", "acc"), "instruction": ("ifeval", "prompt_level_strict_acc"),
-                  "glue": ("glue", None)}
 CANDIDATE = ["model", "family", "method", "rank", "setting"]
 
 
 def metric_of(family: str, overrides: dict | None = None) -> tuple[str, str | None]:
+    """The (protocol, metric) selection reads for a family: the config's `selection.metric`,
+    else the family's registry default (metric None: each GLUE task's first)."""
     spec = (overrides or {}).get(family)
-    return tuple(spec.split()) if spec else DEFAULT_METRIC[family]
+    return tuple(spec.split()) if spec else FAMILIES[family].select_on
 
 
 def _first_metric(rec: dict, protocol: str) -> str | None:

@@ -15,15 +15,19 @@ class Family:
     model_kind: str  # "causal" or "encoder"
     protocols: tuple[str, ...]  # evaluation protocols, in table order
     description: str
+    select_on: tuple[str, str | None] = ("", None)  # a sweep's default (protocol, metric); None: each task's first
 
 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
         Family("commonsense", "causal", ("loglik", "generative"),
-               "commonsense reasoning: one Commonsense170K-format train set, eight test sets"),
-        Family("glue", "encoder", ("glue",), "GLUE: an encoder with a classification or regression head"),
-        Family("instruction", "causal", ("ifeval",), "instruction following: Alpaca-format training, IFEval"),
+               "commonsense reasoning: one Commonsense170K-format train set, eight test sets",
+               select_on=("loglik", "acc")),  # less noisy than generative accuracy on small models
+        Family("glue", "encoder", ("glue",), "GLUE: an encoder with a classification or regression head",
+               select_on=("glue", None)),
+        Family("instruction", "causal", ("ifeval",), "instruction following: Alpaca-format training, IFEval",
+               select_on=("ifeval", "prompt_level_strict_acc")),
     ]
 }
 

@@ -263,6 +263,16 @@ def _selection_problems(config: dict) -> list[str]:
         elif len(str(spec).split()) != 2 or str(spec).split()[0] not in FAMILIES[family].protocols:
             problems.append(f"config key 'selection.metric.{family}': {spec!r} is not '<protocol> <metric>'; "
                             f"allowed values: a protocol of {family} ({', '.join(FAMILIES[family].protocols)}) and one of its metrics")
+    scored = (config.get("eval") or {}).get("protocols")
+    families = dict.fromkeys(TASKS[t].family for t in config.get("tasks", []) if t in TASKS)
+    if scored and selection.get("select_by", "score") == "score" and sweep.active(config):
+        for family in families:
+            spec = (selection.get("metric") or {}).get(family)
+            protocol = spec.split()[0] if spec else FAMILIES[family].select_on[0]
+            if protocol not in scored:
+                problems.append(f"config key 'selection.metric.{family}': selection reads {protocol!r}, which "
+                                f"eval.protocols {scored} does not score; allowed values: a '<protocol> <metric>' "
+                                f"of {', '.join(p for p in FAMILIES[family].protocols if p in scored)}")
     if selection.get("select_by") == "loss":
         for family, train_set, method in _grid_cells(config):
             for values in sweep.settings(config, family, train_set, method).values():
