@@ -66,6 +66,15 @@ def loss_rows(train_files: list[str | Path], labels: dict[str, tuple]) -> pd.Dat
     return pd.DataFrame(rows, columns=CANDIDATE + ["values", "seed", "task", "metric", "diverged", "value"])
 
 
+def shown_values(label: str, values: pd.Series) -> dict:
+    """A candidate's swept values; where its train sets resolve a factor differently (each GLUE
+    dataset's own lr x 2), the label's factors ('x2.0') instead of one dataset's value."""
+    first = values.iloc[0]
+    if all(v == first for v in values) or label == "shared":
+        return first
+    return dict(part.split("=", 1) for part in label.split(","))
+
+
 def candidates(scores: pd.DataFrame, seeds: list[int], tasks: dict[str, list[str]]) -> pd.DataFrame:
     """Per candidate: the mean over seeds of the mean over the family's tasks, and its status:
     ok, diverged, or missing (some seed lacks some task). `tasks`: family -> its tasks (train
@@ -78,7 +87,8 @@ def candidates(scores: pd.DataFrame, seeds: list[int], tasks: dict[str, list[str
         status = "diverged" if part["diverged"].any() else (
             "missing" if not complete or part["value"].isna().any() else "ok")
         mean = per_seed["value"].mean().mean() if status == "ok" else None
-        out.append({**dict(zip(CANDIDATE, key)), "values": part["values"].iloc[0], "metric": part["metric"].iloc[0],
+        out.append({**dict(zip(CANDIDATE, key)), "values": shown_values(key[4], part["values"]),
+                    "metric": part["metric"].iloc[0],
                     "score": mean, "seeds": part["seed"].nunique(), "status": status})
     return pd.DataFrame(out, columns=CANDIDATE + ["values", "metric", "score", "seeds", "status"])
 
@@ -145,7 +155,8 @@ def family_scores(summary: pd.DataFrame, overrides: dict | None = None) -> pd.Da
         protocol, metric = metric_of(key[1], overrides)
         rows = part[part.protocol == protocol]
         if metric is None:  # GLUE: accuracy where every task has it, else each task's first metric
-            metric = "accuracy" if (rows.metric == "accuracy").any() else None
+            tasks = rows[rows.task != "avg"].task
+            metric = "accuracy" if set(rows[rows.metric == "accuracy"].task) >= set(tasks) else None
         pick = rows[rows.metric == metric] if metric else rows.drop_duplicates("task")
         avg = pick[pick.task == "avg"]
         if not avg.empty or pick.task.nunique() == 1:

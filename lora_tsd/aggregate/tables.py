@@ -265,11 +265,13 @@ def mark_faults(table: pd.DataFrame, df: pd.DataFrame | None) -> pd.DataFrame:
     return table
 
 
-def with_selected(table: pd.DataFrame, selected: dict | None) -> pd.DataFrame:
-    """A tuned table's rows with the setting each method was selected at, after `method`."""
+def with_selected(table: pd.DataFrame, selected: dict | None, family: str) -> pd.DataFrame:
+    """A tuned table's rows with the setting each method was selected at, after `method`
+    (`selected`: (model, family, method, rank) -> label; a model can serve two families)."""
     if not selected or table.empty:
         return table
-    keys = zip(table["model"], table["method"].astype(str).str.removesuffix(" †"), table["rank"].astype(str))
+    keys = zip(table["model"], [family] * len(table), table["method"].astype(str).str.removesuffix(" †"),
+               table["rank"].astype(str))
     column = [selected.get(k, "-" if m == "base" else "not selected") for k, m in
               zip(keys, table["method"].astype(str))]
     return table.assign(**{"selected setting": column})[
@@ -280,7 +282,7 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
            selected: dict | None = None) -> list[tuple]:
     """The leaderboard as (family or None, tag, content) blocks, tag one of h1/h2/h3/p/li/table:
     rendered as the markdown leaderboard and as each family's page of the HTML report.
-    `selected` ((model, method, rank) -> setting label) makes it a sweep's tuned leaderboard."""
+    `selected` ((model, family, method, rank) -> setting label) makes it a sweep's tuned leaderboard."""
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
     compared = compared if compared is not None else pd.DataFrame(columns=uncertainty.KEY + ["significant"])
     setting = stamp.get("setting", "")
@@ -311,7 +313,8 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
             out += [(family, "h2", f"{family} — {protocol}"),
                     (family, "p", f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
                      f"Test rows: {n_test}."),
-                    (family, "table", with_selected(family_table(summary, family, protocol, df, compared), selected))]
+                    (family, "table", with_selected(family_table(summary, family, protocol, df, compared), selected,
+                                                   family))]
             flagged = part[part.loss_flag.notna()].drop_duplicates(["model", "method", "rank", "seed"])
             if not flagged.empty:
                 out.append((family, "p", "† The training loss did not learn: " + "; ".join(
@@ -326,7 +329,7 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
                 (family, "p", "Means over seeds and train sets. Train time includes any init stage (LoRA-Init's "
                  "warm-up, EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS "
                  "on CPU."),
-                (family, "table", with_selected(cost_table(summary, family), selected))]
+                (family, "table", with_selected(cost_table(summary, family), selected, family))]
     return out + [("reproduction", tag, content)
                   for tag, content in reproduction.blocks(reproduction.table(summary), setting or NO_SWEEP)]
 

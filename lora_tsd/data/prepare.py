@@ -84,6 +84,9 @@ def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str |
     if val_rows:
         salt = split_cfg.get("salt") or ""
         if train:
+            if val_rows >= len(train):
+                raise ValueError(f"selection.val_rows {val_rows} leaves no training rows of {task} (its train side "
+                                 f"has {len(train)}); allowed values: below {len(train)}")
             files["train"], files["val"] = hold_out(train, val_rows, salt)
             how += f"; {len(files['val'])} validation rows held out of the train side"
         else:  # every row is held out (IFEval): validation takes at most half of them

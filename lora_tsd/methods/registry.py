@@ -33,12 +33,17 @@ class Method:
     # only (codehash); modules every method shares rerun every cell
     modules: tuple[str, ...] = ()
     switches: bool = False  # LoRA-Dash's switch: a pre-launch, then directions chosen mid-run
+    tsd_options: tuple[str, ...] = ()  # the tsd options it reads (a sweep of another trains it once)
 
     @property
     def trains_weights(self) -> bool:
         """Every weight trains (full fine-tuning): no adapter, and float32 weights."""
         return self.peft_config is None
 
+
+# The tsd options each TSD method reads (svd_cache only says where SVDs are kept).
+DASH = ("dash_t", "dash_s", "svd_dtype")
+INIT = ("init_estimate", "init_steps", "init_scale", "init_residualise", "svd_dtype")
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -59,12 +64,12 @@ METHODS: dict[str, Method] = {
         Method("eva", "EVA (Paischer et al. 2024): A from the SVD of layer inputs over training batches",
                eva.peft_config, eva.EvaHooks(), stage="eva_init", modules=("methods.eva",)),
         Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
-               lora_config, DashHooks(), "tsd", modules=("methods.dash",), switches=True),
+               lora_config, DashHooks(), "tsd", modules=("methods.dash",), switches=True, tsd_options=DASH),
         Method("lora_init", "LoRA-Init (Si et al., arXiv v4): A, B initialised from the top-r TSDs",
-               lora_config, InitHooks(), "tsd", modules=("methods.lora_init",)),
+               lora_config, InitHooks(), "tsd", modules=("methods.lora_init",), tsd_options=INIT),
         Method("lora_tsd", "LoRA-TSD (Si et al., arXiv v4): LoRA-Init followed by LoRA-Dash",
                lora_config, Chain(InitHooks(), DashHooks()), "tsd",
-               modules=("methods.lora_init", "methods.dash"), switches=True),
+               modules=("methods.lora_init", "methods.dash"), switches=True, tsd_options=INIT + DASH[:2]),
     ]
 }
 

@@ -11,7 +11,9 @@ from .. import models, provenance
 from ..data.tasks import FAMILIES, TASKS, TRAIN_SETS
 from ..methods.registry import METHODS
 from ..training.checkpoint import RESULT_NEUTRAL, result_train  # noqa: F401  (the workflow reads both here)
-from . import sweep
+from . import sweep_checks
+from .messages import key_path as _key
+from .messages import unknown as _unknown
 from .cells import LENGTH_KEYS, OVERRIDES, cell_train, merge_train  # noqa: F401  (read here by the workflow)
 
 SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
@@ -53,23 +55,12 @@ def local_path(value: str) -> bool:
     return Path(value).suffix in (".json", ".jsonl", ".parquet", ".csv") or value.startswith((".", "/", "~"))
 
 
-def _key(path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top level>"
-
-
 def _schema_problems(config: dict, schema: dict) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     return [
         f"config key '{_key(e.absolute_path)}': {e.message}"
         for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     ]
-
-
-def _unknown(key: str, value, allowed) -> str:
-    return f"config key '{key}': unknown value {value!r}; allowed values: {', '.join(allowed)}"
 
 
 def known_methods(config: dict) -> dict:
@@ -220,119 +211,6 @@ def _override_problems(config: dict, schema: dict) -> list[str]:
     return problems
 
 
-def _grid_cells(config: dict) -> list[tuple[str, str, str]]:
-    """(family, train set, method) of every trained cell the grid has (valid names only)."""
-    sets = dict.fromkeys((TASKS[t].family, TASKS[t].train_set) for t in config.get("tasks", []) if t in TASKS)
-    return [(f, ts, m) for f, ts in sets for m in config.get("methods", []) if m in known_methods(config)]
-
-
-def _sweep_names(config: dict, train_keys: set) -> list[str]:
-    problems = []
-    entries = [("sweep", config.get("sweep") or {})]
-    for section, registry in (("family_sweep", FAMILIES), ("method_sweep", known_methods(config))):
-        for name, keys in (config.get(section) or {}).items():
-            if name not in registry:
-                problems.append(_unknown(f"{section}.{name}", name, sorted(registry)))
-            entries.append((f"{section}.{name}", keys or {}))
-    sweepable = sorted(train_keys - set(RESULT_NEUTRAL)) + [sweep.TSD + k for k in TSD_SWEEPABLE]
-    for where, keys in entries:
-        for key, values in keys.items():
-            if key not in sweepable:
-                why = " (speed only, it cannot change a result)" if key in RESULT_NEUTRAL else ""
-                problems.append(f"config key '{where}.{key}': {key!r} cannot be swept{why}; allowed values: "
-                                f"{', '.join(sweepable)}")
-            elif isinstance(values, list) and len(set(map(sweep.fmt, values))) < len(values):
-                problems.append(f"config key '{where}.{key}': {values} lists a value twice; allowed values: "
-                                f"distinct candidates")
-            elif isinstance(values, list) and any(map(sweep.is_factor, values)) and not all(
-                    isinstance(v, str) and sweep.is_factor(v) for v in values):
-                problems.append(f"config key '{where}.{key}': {values} mixes factors and values; allowed values: "
-                                f"all factors of the shared value ('x0.5', 'x2') or all values")
-            elif isinstance(values, list) and any(isinstance(v, str) and set(v) & set("/,=") for v in values):
-                problems.append(f"config key '{where}.{key}': {values} has a value with '/', ',' or '=' (it names a "
-                                f"folder); allowed values: values without them")
-    return problems
-
-
-def _selection_problems(config: dict) -> list[str]:
-    problems = []
-    selection = config.get("selection") or {}
-    for family, spec in (selection.get("metric") or {}).items():
-        if family not in FAMILIES:
-            problems.append(_unknown(f"selection.metric.{family}", family, sorted(FAMILIES)))
-        elif len(str(spec).split()) != 2 or str(spec).split()[0] not in FAMILIES[family].protocols:
-            problems.append(f"config key 'selection.metric.{family}': {spec!r} is not '<protocol> <metric>'; "
-                            f"allowed values: a protocol of {family} ({', '.join(FAMILIES[family].protocols)}) and one of its metrics")
-    scored = (config.get("eval") or {}).get("protocols")
-    families = dict.fromkeys(TASKS[t].family for t in config.get("tasks", []) if t in TASKS)
-    if scored and selection.get("select_by", "score") == "score" and sweep.active(config):
-        for family in families:
-            spec = (selection.get("metric") or {}).get(family)
-            protocol = spec.split()[0] if spec else FAMILIES[family].select_on[0]
-            if protocol not in scored:
-                problems.append(f"config key 'selection.metric.{family}': selection reads {protocol!r}, which "
-                                f"eval.protocols {scored} does not score; allowed values: a '<protocol> <metric>' "
-                                f"of {', '.join(p for p in FAMILIES[family].protocols if p in scored)}")
-    if selection.get("select_by") == "loss":
-        for family, train_set, method in _grid_cells(config):
-            for values in sweep.settings(config, family, train_set, method).values():
-                train_values = sweep.split(values)[0]
-                if not merge_train(cell_train(config, family, train_set, method), train_values).get("val_size"):
-                    return problems + [f"config key 'selection.select_by': 'loss' needs a validation loss, but "
-                                       f"{method} on {train_set} has no train.val_size; allowed values: score, or "
-                                       f"set train.val_size > 0"]
-    return problems
-
-
-TSD_SWEEPABLE = ("dash_t", "dash_s", "init_estimate", "init_steps", "init_scale", "init_residualise", "svd_dtype")
-
-
-def _candidate_problems(config: dict, schema: dict, family: str, train_set: str, method: str) -> list[str]:
-    """Each candidate of a cell, merged over its train and tsd options, against the schema
-    (and a LoRA-Dash switch that would never come)."""
-    given, problems = sweep.candidates(config, family, method), []
-    validators = {"train": jsonschema.Draft202012Validator(schema["properties"]["train"]),
-                  "tsd": jsonschema.Draft202012Validator(schema["properties"]["tsd"])}
-    for name, values in sweep.settings(config, family, train_set, method).items():
-        train_values, tsd_values = sweep.split(values)
-        merged = {"train": merge_train(cell_train(config, family, train_set, method), train_values),
-                  "tsd": {**config["tsd"], **tsd_values}}
-        for section, validator in validators.items():
-            for e in validator.iter_errors(merged[section]):
-                key = (sweep.TSD if section == "tsd" else "") + _key(e.absolute_path)
-                where = sweep.path(given[key][0], family, method, key) if key in given else "sweep"
-                problems.append(f"config key '{where}': candidate {name}: {key}: {e.message}")
-        t, steps = merged["tsd"].get("dash_t"), merged["train"].get("steps")
-        if method in METHODS and METHODS[method].switches and isinstance(steps, int) \
-                and isinstance(t, (int, float)) and t >= 1 and t >= steps:
-            problems.append(f"config key 'sweep': candidate {name} of {method} on {train_set}: dash_t {t} is not "
-                            f"below its steps ({steps}), so it would never switch; allowed values: 0 <= dash_t "
-                            f"< steps, or a fraction below 1")
-    return problems
-
-
-def _sweep_problems(config: dict, schema: dict) -> list[str]:
-    """Sweep sections: known names and keys, distinct values, every candidate a valid train
-    setting for every cell it reaches, and no train section that a sweep would silently override."""
-    train_keys = set(schema["properties"]["train"]["properties"])
-    problems = _sweep_names(config, train_keys)
-    if problems or not sweep.active(config) or not isinstance(config.get("train"), dict):
-        return problems
-    tsd_defaults = {k: v["default"] for k, v in schema["properties"]["tsd"]["properties"].items() if "default" in v}
-    config = {**config, "tsd": {**tsd_defaults, **(config.get("tsd") or {})}}  # as the workflow sees it
-    for family, train_set, method in _grid_cells(config):
-        problems += sweep.conflicts(config, family, train_set, method)
-        for key in sweep.factor_keys(config, family, method):
-            shared = sweep.shared(config, family, train_set, method).get(key)
-            if isinstance(shared, bool) or not isinstance(shared, (int, float)):
-                where = sweep.path(sweep.candidates(config, family, method)[key][0], family, method, key)
-                problems.append(f"config key '{where}': factors scale a number, but {key} is {shared!r} for "
-                                f"{method} on {train_set}; allowed values: values")
-                return problems
-        problems += _candidate_problems(config, schema, family, train_set, method)
-    return list(dict.fromkeys(problems + _selection_problems(config)))
-
-
 def external_rule_problems(config: dict, rules: dict, run_of) -> list[str]:
     """Once every rule file is read: each external method's rule exists and writes the
     contract's files for its method (`rules`: rule name -> its output patterns; `run_of(name)`:
@@ -358,7 +236,7 @@ def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
     problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config, schema)
                 + _override_problems(config, schema))
     if not problems:
-        problems = _sweep_problems(config, schema)
+        problems = sweep_checks.problems(config, schema, known_methods(config))
     if not problems:
         problems = _consistency_problems(config)
     if problems:

@@ -15,8 +15,8 @@ TSD = "tsd."  # a swept key "tsd.dash_s" is a tsd option: it reaches only the me
 
 
 def reads(method: str, key: str) -> bool:
-    """Whether a swept key can change this method's cells (tsd options: the TSD methods only)."""
-    return not key.startswith(TSD) or (method in METHODS and METHODS[method].option_group == "tsd")
+    """Whether a swept key can change this method's cells (a tsd option: the methods reading it)."""
+    return not key.startswith(TSD) or (method in METHODS and key[len(TSD):] in METHODS[method].tsd_options)
 
 
 def split(values: dict) -> tuple[dict, dict]:
@@ -69,8 +69,8 @@ def is_factor(value) -> bool:
 
 
 def factor_name(value: str) -> str:
-    """'x2.0' -> 'x2': one name per factor, so the shared 'x1' is never listed twice."""
-    return f"x{float(value[1:]):g}"
+    """'x2' -> 'x2.0': one exact name per factor, so 'x2' and 'x2.0' are one candidate."""
+    return f"x{float(value[1:])!r}"
 
 
 def resolve(value, shared_value):
@@ -88,15 +88,17 @@ def factor_keys(config: dict, family: str, method: str) -> set[str]:
 
 def label(values: dict) -> str:
     """The folder name of a setting: 'lr=0.0005' or 'lora_dropout=0.05,lr=0.0005'; 'shared'
-    for a method no swept key reaches (a tsd option swept beside plain LoRA)."""
+    for a method no swept key reaches (plain LoRA beside a sweep of a tsd option)."""
     return ",".join(f"{k}={fmt(values[k])}" for k in sorted(values)) or "shared"
 
 
 def shared(config: dict, family: str, train_set: str, method: str) -> dict:
-    """The swept keys' values that the train sections give the cell (the grid without sweeps)."""
+    """The values the train sections give the cell (the grid without sweeps) of the keys swept
+    for its method: what its labels show, so a method without candidates is 'shared' on every
+    train set of its family."""
     cfg = cell_train(config, family, train_set, method)
     tsd = config.get("tsd") or {}
-    return {k: tsd.get(k[len(TSD):]) if k.startswith(TSD) else cfg.get(k) for k in swept_keys(config, method)}
+    return {k: tsd.get(k[len(TSD):]) if k.startswith(TSD) else cfg.get(k) for k in candidates(config, family, method)}
 
 
 def settings(config: dict, family: str, train_set: str, method: str) -> dict[str, dict]:
@@ -106,18 +108,20 @@ def settings(config: dict, family: str, train_set: str, method: str) -> dict[str
     cands = candidates(config, family, method)
     keys = sorted(cands)
     scaled = factor_keys(config, family, method)
-    shown_base = {k: "x1" if k in scaled else v for k, v in base.items()}
+    shown_base = {k: "x1.0" if k in scaled else v for k, v in base.items()}
     out = {}
     for combo in itertools.product(*(cands[k][1] for k in keys)):
         shown = {**shown_base, **{k: factor_name(v) if is_factor(v) else v for k, v in zip(keys, combo)}}
         out[label(shown)] = {**base, **{k: resolve(v, base[k]) for k, v in zip(keys, combo)}}
-    out.setdefault(label(shown_base), base)
+    if base not in out.values():  # by value: a candidate 20.0 is the shared 20
+        out[label(shown_base)] = base
     return out
 
 
 def shared_label(config: dict, family: str, train_set: str, method: str) -> str:
-    scaled = factor_keys(config, family, method)
-    return label({k: "x1" if k in scaled else v for k, v in shared(config, family, train_set, method).items()})
+    """The label of the candidate equal to the shared setting."""
+    base = shared(config, family, train_set, method)
+    return next(name for name, values in settings(config, family, train_set, method).items() if values == base)
 
 
 def path(section: str, family: str, method: str, key: str) -> str:
@@ -141,5 +145,6 @@ def conflicts(config: dict, family: str, train_set: str, method: str) -> list[st
                 problems.append(
                     f"config key '{train_section}.{names[train_section]}.{key}': fixes {key} = {fmt(fixed[key])}, "
                     f"but {path(section, family, method, key)} would replace it with its candidates; allowed "
-                    f"values: candidates of its own ({own}) or no {key} in {train_section}.{names[train_section]}")
+                    f"values: factors that scale it ({path(section, family, method, key)}: ['x0.5', 'x2']), "
+                    f"candidates of its own ({own}), or no {key} in {train_section}.{names[train_section]}")
     return problems

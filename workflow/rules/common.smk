@@ -65,10 +65,20 @@ def data_dir(task):
     return f"resources/data/{DATA_KEY}/{task}"
 
 
+def held_out_of(train_set):
+    """The grid's tasks whose validation rows a sweep removes from a train set read whole (a hub
+    or local Commonsense170K): part of its key, as they change its rows."""
+    if not VAL_ROWS or TRAIN_SETS[train_set].family != "commonsense" or \
+            train_set_origin(train_set, config["data_source"], config["train_data"].get(train_set)) == "tasks":
+        return []
+    return [t for t in config["tasks"] if TASKS[t].train_set == train_set]
+
+
 def train_set_key(train_set):
-    """A train set's folder key: the data key, plus its own source when train_data names one."""
-    named = config["train_data"].get(train_set)
-    return f"{DATA_KEY}-{short_hash(named)}" if named else DATA_KEY
+    """A train set's folder key: the data key, plus its own source when train_data names one
+    (and the tasks whose validation rows it lost)."""
+    named, held = config["train_data"].get(train_set), held_out_of(train_set)
+    return f"{DATA_KEY}-{short_hash(named if not held else [named, sorted(held)])}" if named or held else DATA_KEY
 
 
 def train_set_dir(train_set):
@@ -146,9 +156,7 @@ def train_set_tasks(wildcards):
     if train_set_origin(name, config["data_source"], named) != "tasks":
         # A local file the config names is an input: changing it rebuilds the set and retrains.
         files = {"train_data": named} if named and local_path(named) else {}
-        if VAL_ROWS and TRAIN_SETS[name].family == "commonsense":  # its rows that render validation rows go
-            files.update({t: data_dir(t) for t in config["tasks"] if TASKS[t].train_set == name})
-        return files
+        return {**files, **{t: data_dir(t) for t in held_out_of(name)}}  # its rows rendering validation rows go
     return {t: data_dir(t) for t in TRAIN_SETS[name].tasks}
 
 

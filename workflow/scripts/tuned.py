@@ -16,7 +16,7 @@ record = json.loads(Path(snakemake.input.selection).read_text())
 chosen = {(s["model"], s["family"], s["method"], str(s["rank"])): s["setting"] for s in record["selections"]}
 cells = [(f, json.loads(Path(f).read_text())) for f in snakemake.input.cells]
 picked = [f for f, r in cells if chosen.get((r["model"], r["family"], r["method"], str(r["rank"]))) == r["setting"]]
-selected = {(m, method, rank): label for (m, _, method, rank), label in chosen.items()}
+selected = {(m, family, method, rank): label for (m, family, method, rank), label in chosen.items()}
 
 config = dict(snakemake.params.config)
 manifests = [json.loads((Path(d) / "split.json").read_text()) for d in snakemake.input.data]
