@@ -111,7 +111,7 @@ def test_write_records_the_rule_every_candidate_and_the_choice(tmp_path):
     files = _grid(tmp_path, val={"lr=0.0001": 0.3, "lr=0.0005": 0.6, "lr=0.001": 0.4})
     scores = selection.score_rows(files["val"])
     record = selection.write(scores, SETTINGS, tmp_path / "selection.json", tmp_path / "selection.csv", "score",
-                             selection.validation_summary(files["val"]))
+                             selection.summary_by_setting(files["val"]))
     assert [s["setting"] for s in record["selections"]] == ["lr=0.0005"]
     assert "shared setting" in record["rule"]
     table = pd.read_csv(tmp_path / "selection.csv")

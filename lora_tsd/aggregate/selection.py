@@ -1,11 +1,6 @@
 """A sweep's selection: for each (model, method, rank, task family), the candidate setting with
 the best mean validation score over seeds (or the lowest validation loss). It reads validation
-records only (val/<task>.json, or train.json's hold-out losses), never a test score.
-
-Rules: a candidate counts only when every seed has every task of the family (missing: left
-out, and listed); a diverged candidate is left out. Means are compared rounded to 1e-9; among
-tied candidates the shared setting (the grid's value without a sweep) wins, else the one the
-config lists first."""
+records only (val/<task>.json, or train.json's hold-out losses), never a test score."""
 from __future__ import annotations
 
 import json
@@ -19,6 +14,9 @@ from . import tables
 from ..data.tasks import FAMILIES
 
 CANDIDATE = ["model", "family", "method", "rank", "setting"]
+RULE = ("A candidate counts only when every seed has every task of the family (else 'missing', left out and "
+        "listed); a diverged candidate is left out. Means are compared rounded to 1e-9; among tied candidates "
+        "the shared setting (the grid's value without a sweep) wins, else the first in candidate order.")
 
 
 def metric_of(family: str, overrides: dict | None = None) -> tuple[str, str | None]:
@@ -116,11 +114,11 @@ def select(cands: pd.DataFrame, order: dict[tuple, list[str]], shared: dict[tupl
     return pd.DataFrame(chosen, columns=cands.columns).reset_index(drop=True)
 
 
-def validation_summary(val_files: list[str | Path]) -> pd.DataFrame:
-    """The tables' summary (mean, std, 95% CI over items and seeds) of each candidate's
-    validation records, with its setting: what the sensitivity figure draws."""
+def summary_by_setting(files: list[str | Path]) -> pd.DataFrame:
+    """The tables' summary (mean, std, 95% CI over items and seeds) of each candidate's records
+    (validation or test), with its setting: what the sensitivity figure draws."""
     parts = []
-    records = [(f, json.loads(Path(f).read_text()).get("setting")) for f in val_files]
+    records = [(f, json.loads(Path(f).read_text()).get("setting")) for f in files]
     for setting in dict.fromkeys(s for _, s in records):
         files = [f for f, s in records if s == setting]
         df = tables.load_records(files)
@@ -137,7 +135,7 @@ def write(scores: pd.DataFrame, settings: dict, out_json: str | Path, out_csv: s
     picked = set(map(tuple, chosen[CANDIDATE].astype(str).values))
     cands["selected"] = [tuple(map(str, r)) in picked for r in cands[CANDIDATE].values]
     cands["shared"] = [settings["shared"].get((f, m)) == s for f, m, s in zip(cands.family, cands.method, cands.setting)]
-    record = {"select_by": select_by, "rule": __doc__.split("\n\n")[1].replace("\n", " "),
+    record = {"select_by": select_by, "rule": RULE,
               "selections": json.loads(chosen.to_json(orient="records")),
               "candidates": json.loads(cands.to_json(orient="records")),
               "validation": json.loads(summary.to_json(orient="records")) if summary is not None else []}

@@ -20,23 +20,21 @@ for train_set in grid_sets:  # candidate order and the shared setting per (famil
         labels += [s for s in sweep.settings(config, family, train_set, method) if s not in labels]
         shared.setdefault((family, method), sweep.shared_label(config, family, train_set, method))
 files = [str(f) for f in snakemake.input]
+units = {}  # family -> what a candidate needs of every seed: its tasks (scores) or train sets (losses)
+for task in config["tasks"]:
+    unit, family_units = task if select_by == "score" else TASKS[task].train_set, units.setdefault(TASKS[task].family, [])
+    if unit not in family_units:
+        family_units.append(unit)
 if select_by == "score":
     scores = selection.score_rows(files, snakemake.params.selection.get("metric"))
-    tasks = {}
-    for t in config["tasks"]:
-        tasks.setdefault(TASKS[t].family, []).append(t)
-    summary = selection.validation_summary(files)
+    summary = selection.summary_by_setting(files)
 else:  # a train record's setting is its folder: runs/<model>/<train_set>/<method>/r<rank>/<setting>/s<seed>
-    labels = {}
+    origin = {}
     for f in files:
         rec = json.loads(Path(f).read_text())
         family, label = TRAIN_SETS[rec["train_set"]].family, Path(f).parent.parent.name
-        labels[f] = (family, label, sweep.settings(config, family, rec["train_set"], rec["method"])[label])
-    scores = selection.loss_rows(files, labels)
-    tasks = {}
-    for ts in grid_sets:
-        tasks.setdefault(TRAIN_SETS[ts].family, []).append(ts)
-    summary = None
-record = selection.write(scores, {"seeds": config["seeds"], "tasks": tasks, "order": order, "shared": shared},
+        origin[f] = (family, label, sweep.settings(config, family, rec["train_set"], rec["method"])[label])
+    scores, summary = selection.loss_rows(files, origin), None
+record = selection.write(scores, {"seeds": config["seeds"], "tasks": units, "order": order, "shared": shared},
                          snakemake.output.json, snakemake.output.csv, select_by, summary)
 print(json.dumps(record["selections"], indent=1))

@@ -6,17 +6,13 @@ from pathlib import Path
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
-import pandas as pd
-
 from lora_tsd import atomic, provenance
-from lora_tsd.aggregate import items as item_scores
 from lora_tsd.aggregate import selection, tables
 
 record = json.loads(Path(snakemake.input.selection).read_text())
 chosen = {(s["model"], s["family"], s["method"], str(s["rank"])): s["setting"] for s in record["selections"]}
 cells = [(f, json.loads(Path(f).read_text())) for f in snakemake.input.cells]
 picked = [f for f, r in cells if chosen.get((r["model"], r["family"], r["method"], str(r["rank"]))) == r["setting"]]
-selected = {(m, family, method, rank): label for (m, family, method, rank), label in chosen.items()}
 
 config = dict(snakemake.params.config)
 manifests = [json.loads((Path(d) / "split.json").read_text()) for d in snakemake.input.data]
@@ -30,13 +26,9 @@ stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_has
                  + ". Train sets: " + "; ".join(f"{s['train_set']}: {s['how']} ({s['n_train']} rows)" for s in trains)
                  + "."}
 tables.write(picked + list(snakemake.input.base), config, stamp, snakemake.output.md, snakemake.output.csv,
-             snakemake.output.json, snakemake.output.paired, out_pages={None: snakemake.output.page}, selected=selected)
+             snakemake.output.json, snakemake.output.paired, out_pages={None: snakemake.output.page}, selected=chosen)
 
 # Every candidate's test score (with its CI), beside its validation score, for the sensitivity figure.
-parts = []
-for setting in dict.fromkeys(r["setting"] for _, r in cells):
-    files = [f for f, r in cells if r["setting"] == setting]
-    parts.append(tables.summarise(tables.load_records(files), item_scores.load(files)).assign(setting=setting))
-test_summary = pd.concat(parts, ignore_index=True)
+test_summary = selection.summary_by_setting([f for f, _ in cells])
 rows = selection.sensitivity_rows(record, test_summary, (config.get("selection") or {}).get("metric"))
 atomic.write_text(snakemake.output.sensitivity, rows.to_csv(index=False))
