@@ -22,8 +22,8 @@ CATEGORIES = {
     "assets": {"fetch_wheel", "build_model", "extract_task_data", "download_model", "prepare_task",
                "build_train_set"},
     "training": {"train", "eva_init"},
-    "evaluation": {"evaluate", "evaluate_base"},
-    "tables": {"aggregate", "plots"},
+    "evaluation": {"evaluate", "evaluate_base", "validate"},
+    "tables": {"aggregate", "plots", "select", "tuned", "sensitivity"},
 }
 
 
