@@ -156,6 +156,7 @@ def test_sweep_report_shows_the_tuned_page_and_sensitivity_figures_in_a_browser(
         assert len(figure) == 1 and figure[0].image_loaded and figure[0].caption
     tuned = next(e for e in view.entries if e.category == "Tuned")
     assert tuned.kind == "html" and "selected setting" in tuned.tables[0].header
+    assert "sweep-smoke tuned leaderboard" in tuned.text
     assert tuned.tables[0].n_rows == len(CONFIG["methods"]) + 1  # each method at its selection, and base
 
 
@@ -164,7 +165,7 @@ def test_select_by_loss_reselects_from_the_runs_hold_out_losses_without_retraini
     run ended, the kept adapter's with keep_best): only the selection and the tables rerun."""
     config = {**CONFIG, "selection": {**CONFIG["selection"], "select_by": "loss"}}
     proc = _snakemake(sweep_grid, config, "sweep-loss.yaml")
-    planned = proc.stdout.split("Job stats:")[1].split("total")[0]
+    planned = (proc.stdout + proc.stderr).split("Job stats:")[1].split("total")[0]
     assert "select" in planned and "train" not in planned and "validate" not in planned
     record = json.loads((sweep_grid / GRID / "selection.json").read_text())
     assert record["select_by"] == "loss"

@@ -391,14 +391,14 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
                                  "reproduction": json.loads(reproduction.table(summary).to_json(orient="records"))})
     atomic.write_text(out_md, to_markdown(df, summary, stamp, compared, selected))
     parts = blocks(df, summary, stamp, compared, selected)
-    name = config.get("name", "grid")
+    name, board = config.get("name", "grid"), stamp.get("title", "Leaderboard").lower()
     if None in (out_pages or {}):
-        atomic.write_text(out_pages[None], to_html(parts, None, f"{name} leaderboard"))
+        atomic.write_text(out_pages[None], to_html(parts, None, f"{name} {board}"))
     for family in df["family"].unique():
         parts += [(family, "h3", f"Cells — {family}"),
                   (family, "p", "Every trained cell: its recipe, where its loss ended, and its cost."),
                   (family, "table", cells_table(df, family))]
     for part, path in (out_pages or {}).items():
         if part is not None:
-            atomic.write_text(path, to_html(parts, part, f"{part}: {name} leaderboard"))
+            atomic.write_text(path, to_html(parts, part, f"{part}: {name} {board}"))
     return df
