@@ -181,3 +181,24 @@ def test_select_by_loss_reselects_from_the_runs_hold_out_losses_without_retraini
         mine = {s: losses[(chosen["method"], s)] for s in LABELS[(family_sets, chosen["method"])]}
         assert chosen["score"] == pytest.approx(min(mine.values()))
         assert mine[chosen["setting"]] == pytest.approx(min(mine.values()))
+
+
+def test_a_baseline_trained_by_its_own_rule_expands_over_the_candidates_too(tmp_path):
+    """An external method's rule writes under external_run(), whose pattern carries {setting}:
+    its cells expand like the built-in ones (a dry run: the plan, with each job's lr)."""
+    import subprocess
+
+    import yaml
+
+    from grids import ROOT
+
+    plus = yaml.safe_load((ROOT / "configs" / "lora-plus.yaml").read_text())["external_methods"]
+    config = {**CONFIG, "methods": ["lora", "lora_plus"], "external_methods": plus, "method_sweep": {}}
+    out = subprocess.run(_cmd(tmp_path, config, "plus.yaml") + ["-n", "-p"], capture_output=True, text=True,
+                         env=_env(), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = [block for block in out.stdout.split("\n\n") if block.strip().startswith("rule train_lora_plus")
+            or "rule train_lora_plus:" in block]
+    folders = sorted({line.split("lora_plus/r4/")[1].split("/")[0] for block in jobs for line in block.splitlines()
+                      if "output:" in line and "lora_plus/r4/" in line})
+    assert folders == sorted(LABELS[("commonsense170k", "lora")] + LABELS[("sst2", "lora")])
