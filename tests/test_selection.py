@@ -122,3 +122,17 @@ def test_write_records_the_rule_every_candidate_and_the_choice(tmp_path):
     avg = val[(val.task == "avg") & (val.metric == "acc")].set_index("setting")
     assert avg["mean"].to_dict() == pytest.approx({"lr=0.0001": 30.0, "lr=0.0005": 60.0, "lr=0.001": 40.0})
     assert (avg["ci_low"] <= avg["mean"]).all() and (avg["ci_high"] >= avg["mean"]).all()
+
+
+def test_family_scores_average_the_selection_metric_as_selection_does():
+    row = {"family": "glue", "protocol": "glue", "model": "m", "method": "lora", "rank": 4, "setting": "lr=0.01",
+           "std": 0.0, "seeds": 2}
+    mixed = pd.DataFrame([{**row, "task": "cola", "metric": "matthews_correlation", "mean": 40.0},
+                          {**row, "task": "sst2", "metric": "accuracy", "mean": 80.0},
+                          {**row, "task": "sst2", "metric": "f1", "mean": 10.0}])
+    out = selection.family_scores(mixed)
+    assert out["mean"].tolist() == [60.0] and "ci_low" not in out  # each task's first metric, no CI
+    shared = pd.DataFrame([{**row, "task": t, "metric": "accuracy", "mean": m, "ci_low": m - 5, "ci_high": m + 5}
+                           for t, m in (("sst2", 80.0), ("rte", 60.0), ("avg", 70.0))])
+    out = selection.family_scores(shared)
+    assert out[["mean", "ci_low", "ci_high"]].values.tolist() == [[70.0, 65.0, 75.0]]  # the 'avg' row, with its CI

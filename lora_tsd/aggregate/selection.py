@@ -155,7 +155,7 @@ def family_scores(summary: pd.DataFrame, overrides: dict | None = None) -> pd.Da
         if metric is None:  # GLUE: accuracy where every task has it, else each task's first metric
             tasks = rows[rows.task != "avg"].task
             metric = "accuracy" if set(rows[rows.metric == "accuracy"].task) >= set(tasks) else None
-        pick = rows[rows.metric == metric] if metric else rows.drop_duplicates("task")
+        pick = rows[rows.metric == metric] if metric else rows[rows.task != "avg"].drop_duplicates("task")
         avg = pick[pick.task == "avg"]
         if not avg.empty or pick.task.nunique() == 1:
             row = (avg if not avg.empty else pick).iloc[0]
