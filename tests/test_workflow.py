@@ -19,6 +19,13 @@ GRID = f"results/{SMOKE['name']}"
 pytestmark = pytest.mark.e2e
 
 
+def _smoke_key() -> str:
+    """The smoke grid's data key: other grids in the shared workdir (the sweep tests') have their own."""
+    from lora_tsd.pipeline.config import short_hash
+
+    return f"{SMOKE['data_source']}-{short_hash([SMOKE['data_source'], SMOKE['split']])}"
+
+
 def _one(root: Path, pattern: str) -> Path:
     """The single file a glob names (task data and train sets live under a settings key)."""
     found = list(root.glob(pattern))
@@ -106,16 +113,16 @@ def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, 
 def test_train_sets_are_built_once_and_shared(workdir, smoke_run):
     from lora_tsd.data import prepare
 
-    rows = prepare.read_jsonl(_one(workdir, "resources/train_sets/*/commonsense170k/train.jsonl"))
+    rows = prepare.read_jsonl(_one(workdir, f"resources/train_sets/{_smoke_key()}/commonsense170k/train.jsonl"))
     assert {r["task"] for r in rows} == {"arc_easy", "arc_challenge", "boolq", "piqa", "social_iqa", "hellaswag",
                                          "winogrande", "openbookqa"}
     assert all(r["output"].startswith("the correct answer is ") for r in rows)
     from lora_tsd.data import prompts
 
     assert all(r["prompt"] == prompts.llm_adapters_train(r["instruction"]) for r in rows)
-    alpaca = prepare.read_jsonl(_one(workdir, "resources/train_sets/*/alpaca/train.jsonl"))
+    alpaca = prepare.read_jsonl(_one(workdir, f"resources/train_sets/{_smoke_key()}/alpaca/train.jsonl"))
     assert len(alpaca) >= 200 and all(r["instruction"] and r["output"] for r in alpaca)
-    test = prepare.read_jsonl(_one(workdir, "resources/data/*/ifeval/test.jsonl"))
+    test = prepare.read_jsonl(_one(workdir, f"resources/data/{_smoke_key()}/ifeval/test.jsonl"))
     assert all(set(r) == {"key", "prompt", "instruction_id_list", "kwargs"} for r in test)
 
 
