@@ -69,7 +69,8 @@ METHODS: dict[str, Method] = {
                lora_config, InitHooks(), "tsd", modules=("methods.lora_init",), tsd_options=INIT),
         Method("lora_tsd", "LoRA-TSD (Si et al., arXiv v4): LoRA-Init followed by LoRA-Dash",
                lora_config, Chain(InitHooks(), DashHooks()), "tsd",
-               modules=("methods.lora_init", "methods.dash"), switches=True, tsd_options=INIT + DASH[:2]),
+               modules=("methods.lora_init", "methods.dash"), switches=True,
+               tsd_options=tuple(dict.fromkeys(INIT + DASH))),
     ]
 }
 

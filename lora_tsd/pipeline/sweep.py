@@ -25,24 +25,11 @@ def split(values: dict) -> tuple[dict, dict]:
             {k[len(TSD):]: v for k, v in values.items() if k.startswith(TSD)})
 
 
-# How specific each section is; a train section may not fix a swept key more specifically
-# than the sweep that gives it candidates (its value would silently replace every candidate's).
-SWEEP_LEVEL = {"sweep": 0, "family_sweep": 1, "method_sweep": 3}
-TRAIN_LEVEL = {"family_train": 1, "train_set_train": 2, "method_train": 3}
-
-
-def swept_keys(config: dict, method: str | None = None) -> list[str]:
-    """Every key any sweep section names (sorted): the keys a sweep grid's labels show (for
-    `method`: those that can change its cells)."""
-    keys = set(config.get("sweep") or {})
-    for section in ("family_sweep", "method_sweep"):
-        for entry in (config.get(section) or {}).values():
-            keys |= set(entry or {})
-    return sorted(k for k in keys if method is None or reads(method, k))
-
-
 def active(config: dict) -> bool:
-    return bool(swept_keys(config))
+    """Whether any sweep section names a key (a grid with {setting} folders and validation rows)."""
+    entries = [config.get("sweep") or {}]
+    entries += [e or {} for section in ("family_sweep", "method_sweep") for e in (config.get(section) or {}).values()]
+    return any(entries)
 
 
 def candidates(config: dict, family: str, method: str) -> dict[str, tuple[str, list]]:
@@ -122,29 +109,3 @@ def shared_label(config: dict, family: str, train_set: str, method: str) -> str:
     """The label of the candidate equal to the shared setting."""
     base = shared(config, family, train_set, method)
     return next(name for name, values in settings(config, family, train_set, method).items() if values == base)
-
-
-def path(section: str, family: str, method: str, key: str) -> str:
-    """Where a key's candidates are given, as a config key."""
-    return {"sweep": f"sweep.{key}", "family_sweep": f"family_sweep.{family}.{key}",
-            "method_sweep": f"method_sweep.{method}.{key}"}[section]
-
-
-def conflicts(config: dict, family: str, train_set: str, method: str) -> list[str]:
-    """Train sections that fix a swept key for this cell more specifically than its candidates'
-    section: the sweep would silently replace that value (give candidates at that level)."""
-    names = {"family_train": family, "train_set_train": train_set, "method_train": method}
-    problems = []
-    for key, (section, values) in candidates(config, family, method).items():
-        if all(map(is_factor, values)):
-            continue  # factors scale the fixed value instead of replacing it
-        for train_section, level in TRAIN_LEVEL.items():
-            fixed = (config.get(train_section) or {}).get(names[train_section]) or {}
-            if key in fixed and level > SWEEP_LEVEL[section]:
-                own = f"method_sweep.{method}.{key}" if level > 1 else f"family_sweep.{family}.{key}"
-                problems.append(
-                    f"config key '{train_section}.{names[train_section]}.{key}': fixes {key} = {fmt(fixed[key])}, "
-                    f"but {path(section, family, method, key)} would replace it with its candidates; allowed "
-                    f"values: factors that scale it ({path(section, family, method, key)}: ['x0.5', 'x2']), "
-                    f"candidates of its own ({own}), or no {key} in {train_section}.{names[train_section]}")
-    return problems

@@ -20,6 +20,11 @@ LOSS_BASIS = ("val_size", "max_length", "train_on_inputs")
 # Keys a method's stage (EVA's) does not read: the only ones its candidates may differ in.
 STAGE_FREE = ("lr", "warmup_steps", "warmup_ratio", "weight_decay", "max_grad_norm", "lora_dropout", "steps",
               "epochs", "keep_best", "eval_every")
+# How specific each section is; a train section may not fix a swept key more specifically
+# than the sweep that gives it candidates (its value would silently replace every candidate's).
+SWEEP_LEVEL = {"sweep": 0, "family_sweep": 1, "method_sweep": 3}
+TRAIN_LEVEL = {"family_train": 1, "train_set_train": 2, "method_train": 3}
+# Metric names per protocol, for selection.metric.
 METRICS = {"loglik": ("acc", "acc_norm"), "generative": ("acc",),
            "ifeval": ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
                       "inst_level_loose_acc"),
@@ -38,6 +43,32 @@ def _entries(config: dict) -> list[tuple[str, str | None, str | None, dict]]:
     out += [(f"family_sweep.{f}", f, None, keys or {}) for f, keys in (config.get("family_sweep") or {}).items()]
     out += [(f"method_sweep.{m}", None, m, keys or {}) for m, keys in (config.get("method_sweep") or {}).items()]
     return out
+
+
+def _path(section: str, family: str, method: str, key: str) -> str:
+    """Where a key's candidates are given, as a config key."""
+    return {"sweep": f"sweep.{key}", "family_sweep": f"family_sweep.{family}.{key}",
+            "method_sweep": f"method_sweep.{method}.{key}"}[section]
+
+
+def _conflicts(config: dict, family: str, train_set: str, method: str) -> list[str]:
+    """Train sections that fix a swept key for this cell more specifically than its candidates'
+    section: the sweep would silently replace that value (give candidates at that level)."""
+    names = {"family_train": family, "train_set_train": train_set, "method_train": method}
+    problems = []
+    for key, (section, values) in sweep.candidates(config, family, method).items():
+        if all(map(sweep.is_factor, values)):
+            continue  # factors scale the fixed value instead of replacing it
+        for train_section, level in TRAIN_LEVEL.items():
+            fixed = (config.get(train_section) or {}).get(names[train_section]) or {}
+            if key in fixed and level > SWEEP_LEVEL[section]:
+                own = f"method_sweep.{method}.{key}" if level > 1 else f"family_sweep.{family}.{key}"
+                problems.append(
+                    f"config key '{train_section}.{names[train_section]}.{key}': fixes {key} = {sweep.fmt(fixed[key])}, "
+                    f"but {_path(section, family, method, key)} would replace it with its candidates; allowed "
+                    f"values: factors that scale it ({_path(section, family, method, key)}: ['x0.5', 'x2']), "
+                    f"candidates of its own ({own}), or no {key} in {train_section}.{names[train_section]}")
+    return problems
 
 
 def _value_problems(where: str, values) -> list[str]:
@@ -97,17 +128,17 @@ def _candidate_problems(config: dict, validators: dict, family: str, train_set: 
         for section, validator in validators.items():
             for e in validator.iter_errors(merged[section]):
                 key = (sweep.TSD if section == "tsd" else "") + key_path(e.absolute_path)
-                where = sweep.path(given[key][0], family, method, key) if key in given else "sweep"
+                where = _path(given[key][0], family, method, key) if key in given else "sweep"
                 problems.append(f"config key '{where}': candidate {name}: {key}: {e.message}")
         for key in FRACTION_KEYS:
             if key in given and isinstance(base.get(key), (int, float)) and base[key] < 1 <= values[key]:
-                problems.append(f"config key '{sweep.path(given[key][0], family, method, key)}': candidate {name} "
+                problems.append(f"config key '{_path(given[key][0], family, method, key)}': candidate {name} "
                                 f"makes the fraction {base[key]} into {values[key]}, a count of steps; allowed "
                                 f"values: factors that keep it below 1")
         t, steps = merged["tsd"].get("dash_t"), merged["train"].get("steps")
         if METHODS.get(method) and METHODS[method].switches and isinstance(steps, int) \
                 and isinstance(t, (int, float)) and 1 <= t and steps <= t and "tsd.dash_t" in given:
-            problems.append(f"config key '{sweep.path(given['tsd.dash_t'][0], family, method, 'tsd.dash_t')}': "
+            problems.append(f"config key '{_path(given['tsd.dash_t'][0], family, method, 'tsd.dash_t')}': "
                             f"candidate {name}: dash_t {t} is not below its steps ({steps}), so {method} would "
                             f"never switch; allowed values: 0 <= dash_t < steps, or a fraction below 1")
     return problems
@@ -117,7 +148,7 @@ def _factor_problems(config: dict, family: str, train_set: str, method: str) -> 
     for key in sweep.factor_keys(config, family, method):
         value = sweep.shared(config, family, train_set, method).get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            where = sweep.path(sweep.candidates(config, family, method)[key][0], family, method, key)
+            where = _path(sweep.candidates(config, family, method)[key][0], family, method, key)
             return [f"config key '{where}': factors scale a number, but {key} is {value!r} for {method} on "
                     f"{train_set}; allowed values: candidate values such as [{sweep.fmt(value)}, ...]"]
     return []
@@ -126,9 +157,9 @@ def _factor_problems(config: dict, family: str, train_set: str, method: str) -> 
 def _family_problems(config: dict, known: dict) -> list[str]:
     """A method's candidates are the same labels on every train set of a family (one choice
     per family), and a method with a stage sweeps only what its stage does not read."""
-    problems = []
-    for family, method in dict.fromkeys((f, m) for f, _, m in grid_cells(config, known)):
-        sets = [ts for f, ts, m in grid_cells(config, known) if (f, m) == (family, method)]
+    problems, cells = [], grid_cells(config, known)
+    for family, method in dict.fromkeys((f, m) for f, _, m in cells):
+        sets = [ts for f, ts, m in cells if (f, m) == (family, method)]
         labels = {ts: list(sweep.settings(config, family, ts, method)) for ts in sets}
         if len({tuple(v) for v in labels.values()}) > 1:
             keys = sorted(sweep.candidates(config, family, method))
@@ -199,7 +230,7 @@ def problems(config: dict, schema: dict, known: dict) -> list[str]:
     validators = {s: jsonschema.Draft202012Validator(schema["properties"][s]) for s in ("train", "tsd")}
     for family, train_set, method in grid_cells(config, known):
         factors = _factor_problems(config, family, train_set, method)  # a factor of a non-number: no candidates
-        found += sweep.conflicts(config, family, train_set, method) + factors
+        found += _conflicts(config, family, train_set, method) + factors
         found += [] if factors else _candidate_problems(config, validators, family, train_set, method)
     if found:
         return list(dict.fromkeys(found))

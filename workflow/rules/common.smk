@@ -1,4 +1,5 @@
 # Shared helpers: config checks (before any job), hub set-up, grid expansion, path helpers.
+import functools
 import hashlib
 import json
 import sys
@@ -160,6 +161,7 @@ def train_set_tasks(wildcards):
     return {t: data_dir(t) for t in TRAIN_SETS[name].tasks}
 
 
+@functools.cache  # asked for by every job's params and inputs: one expansion per (train set, method)
 def cell_settings(train_set, method):
     """A cell's sweep candidates: label -> the swept keys' values (one, the shared, without a sweep)."""
     return sweep.settings(config, TRAIN_SETS[train_set].family, train_set, method) if SWEEP else {None: {}}
@@ -209,6 +211,7 @@ def eval_params():
     return result_eval(config["eval"])
 
 
+@functools.cache
 def shared_setting(train_set, method):
     """The label of a cell's shared setting (None without a sweep)."""
     return sweep.shared_label(config, TRAIN_SETS[train_set].family, train_set, method) if SWEEP else None
