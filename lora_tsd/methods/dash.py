@@ -9,6 +9,7 @@ layer is exactly LoRA. The dash term has no alpha/r scale.
 from __future__ import annotations
 
 import time
+import zlib
 
 import torch
 from peft.tuners.lora.layer import LoraLayer, LoraVariant
@@ -101,10 +102,12 @@ def is_active(model, adapter: str = "default") -> bool:
                if hasattr(layer, "lora_dash"))
 
 
-def switch(model, svd_of, factors, adapter: str = "default") -> dict:
-    """Select each layer's top-s directions by change rate and turn the dash term on.
-    `svd_of(name, layer)` is the SVD of the weight that defines the directions; `factors(layer)`
-    is the change so far as low-rank factors (B, A), dW = B @ A. Returns rates and indices."""
+def switch(model, svd_of, factors, adapter: str = "default", select: str = "rate", seed: int = 0) -> dict:
+    """Select each layer's top-s directions by change rate (or by an ablation's rule, `select`
+    in tsd.SELECTIONS; `random` draws from a stream of the seed and the layer's name) and turn
+    the dash term on. `svd_of(name, layer)` is the SVD of the weight that defines the
+    directions; `factors(layer)` is the change so far as low-rank factors (B, A), dW = B @ A.
+    Returns rates and indices."""
     out = {}
     for name, layer in lora_layers(model, adapter):
         state = layer.lora_dash[adapter]
@@ -112,7 +115,8 @@ def switch(model, svd_of, factors, adapter: str = "default") -> dict:
         with torch.no_grad():
             B, A = factors(layer)
             rates = tsd.change_rates(dec, B, A)
-            idx = tsd.top_directions(rates, state.d.numel())
+            stream = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            idx = tsd.chosen_directions(dec, rates, state.d.numel(), select, stream)
             state.U_S.copy_(dec.U[:, idx].to(state.U_S))
             state.V_S.copy_(dec.Vh[idx].T.to(state.V_S))
             state.indices.copy_(idx.to(state.indices.device))
@@ -123,9 +127,15 @@ def switch(model, svd_of, factors, adapter: str = "default") -> dict:
 
 
 class DashHooks(Hooks):
-    """LoRA-Dash: pre-launch as plain LoRA for t optimizer steps, then the dash phase."""
+    """LoRA-Dash: pre-launch as plain LoRA for t optimizer steps, then the dash phase along the
+    directions `select` picks (tsd.SELECTIONS: the TSDs, or an ablation's)."""
 
     exports_via_factors = True
+
+    def __init__(self, select: str = "rate"):
+        if select not in tsd.SELECTIONS:
+            raise ValueError(f"unknown direction rule {select!r}; allowed values: {', '.join(tsd.SELECTIONS)}")
+        self.select = select
 
     def setup(self, model, ctx):
         attach(model, int(ctx.tsd["dash_s"]))
@@ -133,7 +143,8 @@ class DashHooks(Hooks):
     def after_step(self, model, step, ctx):
         if step == ctx.steps(ctx.tsd["dash_t"]) and not is_active(model):
             t0 = time.perf_counter()
-            ctx.analysis["switch"] = switch(model, ctx.svd_of, export.effective_factors)
+            ctx.analysis["switch"] = switch(model, ctx.svd_of, export.effective_factors, select=self.select,
+                                            seed=ctx.seed)
             ctx.timings["switch_s"] = time.perf_counter() - t0
             ctx.timings["switch_step"] = step
             print(f"[lora-dash] switched at step {step}: {len(ctx.analysis['switch'])} layers, "

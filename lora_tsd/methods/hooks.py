@@ -27,6 +27,7 @@ class Context:
     analysis: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     resume: dict | None = None  # the checkpoint a resumed run continues from (checkpoint.read_checkpoint)
+    seed: int = 0  # the cell's seed (an ablation's random directions are drawn from it)
     _keys: dict = field(default_factory=dict)
 
     def svd_of(self, name: str, layer) -> tsd.SVD:

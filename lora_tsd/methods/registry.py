@@ -65,6 +65,12 @@ METHODS: dict[str, Method] = {
                eva.peft_config, eva.EvaHooks(), stage="eva_init", modules=("methods.eva",)),
         Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
                lora_config, DashHooks(), "tsd", modules=("methods.dash",), switches=True, tsd_options=DASH),
+        # The paper's direction ablations: the same dash along other directions than the TSDs.
+        *[Method(f"lora_dash_{rule}", f"LoRA-Dash ablation: the dash along {what} instead of the TSDs",
+                 lora_config, DashHooks(rule), "tsd", modules=("methods.dash",), switches=True, tsd_options=DASH)
+          for rule, what in (("top", "the top-s singular directions (PiSSA's)"),
+                             ("bottom", "the bottom-s live singular directions (MiLoRA's)"),
+                             ("random", "s live singular directions drawn at random (seeded)"))],
         Method("lora_init", "LoRA-Init (Si et al., arXiv v4): A, B initialised from the top-r TSDs",
                lora_config, InitHooks(), "tsd", modules=("methods.lora_init",), tsd_options=INIT),
         Method("lora_tsd", "LoRA-TSD (Si et al., arXiv v4): LoRA-Init followed by LoRA-Dash",

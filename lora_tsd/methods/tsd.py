@@ -63,6 +63,31 @@ def top_directions(rates: torch.Tensor, k: int) -> torch.Tensor:
     return order[:k]
 
 
+# How a dash picks its directions: the TSDs (largest change rate, the paper's rule) or, as the
+# paper's ablations, the largest singular values (PiSSA's), the smallest live ones (MiLoRA's),
+# or live directions at random.
+SELECTIONS = ("rate", "top", "bottom", "random")
+
+
+def chosen_directions(dec: SVD, rates: torch.Tensor, k: int, how: str = "rate",
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """k direction indices by rule `how` (SELECTIONS). Only live directions are candidates of
+    the ablations, unless fewer than k are live."""
+    if how == "rate":
+        return top_directions(rates, k)
+    n = dec.S.numel()
+    k = min(k, n)
+    live = torch.nonzero(live_directions(dec)).flatten().cpu()  # ascending index: descending singular value
+    pool = live if live.numel() >= k else torch.arange(n)
+    if how == "top":
+        return pool[:k]
+    if how == "bottom":
+        return pool[-k:].flip(0)  # smallest first
+    if how == "random":
+        return pool[torch.randperm(pool.numel(), generator=generator)[:k]]
+    raise ValueError(f"unknown direction rule {how!r}; allowed values: {', '.join(SELECTIONS)}")
+
+
 class SVDCache:
     """Content-addressed on-disk cache of weight SVDs: the key is the weight's bytes and the
     precision, so a grid over one model pays for each module's SVD once, whatever the method,

@@ -18,7 +18,7 @@ from ..data.tasks import TRAIN_SETS
 from ..methods import export, registry, tsd
 from ..methods.hooks import Context
 from . import collectives
-from .analysis import analysis_arrays
+from .analysis import Traced, adapter_changes, analysis_arrays, full_changes, originals
 from .checkpoint import read_checkpoint, run_fingerprint
 from .loop import fit, holdout, make_batch, seed_everything, sync_adapter, total_steps
 
@@ -79,10 +79,15 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
     ckpt = Path(out_metrics).parent / "checkpoint" / "state.pt"
     # A resumed run rebuilds an initialisation from its checkpoint instead of redoing it.
     ctx.resume = read_checkpoint(ckpt, run_fingerprint(cfg, seed, len(examples), ctx))
-    spec.hooks.setup(model, ctx)
+    # Full fine-tuning's change is measured against a copy of W0 (taken before a resume
+    # restores trained weights); an adapter's from its factors.
+    changes = full_changes(originals(model, targets)) if spec.trains_weights and out_analysis else adapter_changes
+    every = cfg.get("analysis_every") or 0
+    hooks = Traced(spec.hooks, every, changes) if every and out_analysis else spec.hooks
+    hooks.setup(model, ctx)
     sync_adapter(model)
     log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,
-              hooks=spec.hooks, ctx=ctx, fmt=fmt, val_examples=val_examples)
+              hooks=hooks, ctx=ctx, fmt=fmt, val_examples=val_examples)
     # Reported time includes any init stage run inside the cell (LoRA-Init's warm-up).
     log["train_time_s"] = log["loop_time_s"] + ctx.timings.get("init_s", 0.0)
     if not collectives.is_main():
@@ -95,7 +100,7 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
             exported = {"export_rank": rank}
     if out_analysis:
         t0 = time.perf_counter()
-        arrays = analysis_arrays(model, ctx)
+        arrays = analysis_arrays(model, ctx, changes)
         with atomic.file(out_analysis) as tmp:
             np.savez_compressed(tmp, **arrays)
         ctx.timings["analysis_s"] = time.perf_counter() - t0
@@ -142,5 +147,5 @@ def make_context(tokenizer, examples, cfg: dict, tsd_cfg: dict, seed: int, devic
 
     return Context(train=cfg, tsd=tsd_cfg, total_steps=total_steps(cfg, len(examples)),
                    cache=tsd.SVDCache(svd_cache),
-                   warmup=warmup, batches=batches, stage_input=stage_input,
+                   warmup=warmup, batches=batches, stage_input=stage_input, seed=seed,
                    svd_dtype=torch.float64 if tsd_cfg.get("svd_dtype") == "float64" else torch.float32)

@@ -14,10 +14,12 @@ from ..analysis import (DASHING, analysed, end_size, load_analysis, module_type,
 from .style import MARKS, colour, grid, legend_below, method_order, placeholder
 
 
+LABELS = {"lora_dash": "LoRA-Dash", "lora_init": "LoRA-Init", "lora_tsd": "LoRA-TSD", "full": "full fine-tuning"}
+
+
 def missing_analysis(train_records: list[dict], methods: tuple) -> str:
     """What a TSD figure lacks: the methods, or (when they ran) their analysis files."""
-    names = " / ".join({"lora_dash": "LoRA-Dash", "lora_init": "LoRA-Init", "lora_tsd": "LoRA-TSD"}[m]
-                       for m in methods)
+    names = " / ".join(LABELS.get(m, m) for m in methods)
     if not any(r.get("method") in methods for r in train_records):
         return f"no {names} cell in this grid"
     return f"the {names} cells of this grid left no usable tsd_analysis.npz\n(none found in their run folders)"

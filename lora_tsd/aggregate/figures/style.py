@@ -16,7 +16,9 @@ DPI = 110
 # Fixed colours so a method looks the same in every figure; unknown methods get a stable one.
 COLOURS = {"base": "#7f7f7f", "full": "#000000", "lora": "#1f77b4", "rslora": "#aec7e8", "dora": "#9467bd",
            "pissa": "#8c564b", "olora": "#bcbd22", "milora": "#17becf", "vera": "#e377c2", "eva": "#c49c94",
-           "lora_init": "#2ca02c", "lora_dash": "#ff7f0e", "lora_tsd": "#d62728"}
+           "lora_init": "#2ca02c", "lora_dash": "#ff7f0e", "lora_tsd": "#d62728",
+           # the dash ablations: LoRA-Dash's hue, lighter to darker, random in grey
+           "lora_dash_top": "#ffbb78", "lora_dash_bottom": "#a05a00", "lora_dash_random": "#a0a0a0"}
 
 ORDER = list(COLOURS)
 
