@@ -51,12 +51,13 @@ def full_changes(start: dict[str, torch.Tensor]) -> Changes:
     def changes(model, ctx: Context):
         modules = dict(model.named_modules())
         for name, w0 in start.items():
+            w = modules[name].weight
+            w0 = w0.to(w.device)  # the SVD where the model runs (an 8B model's on its GPU)
             dec = ctx.cache.get(w0, ctx.svd_dtype)
             with torch.no_grad():
-                dW = modules[name].weight.detach().to("cpu", torch.float32) - w0
-                rates = tsd.change_rates_full(dec, dW)
+                rates = tsd.change_rates_full(dec, w.detach().float() - w0)
             yield name, dec, rates
-            del dec
+            del dec, w0
 
     return changes
 
