@@ -22,6 +22,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/explore.smk"
 
 
 # Baselines as rules: the shipped ones, then any the config's external_methods bring in.
@@ -52,6 +53,7 @@ localrules:
     select,
     tuned,
     sensitivity,
+    explore,
     fetch_wheel,
     build_model,
     extract_task_data,
@@ -66,4 +68,5 @@ rule all:
         f"{GRID}/leaderboard.csv",
         expand(f"{GRID}/plots/{{family}}/{{name}}.png", family=GRID_FAMILIES, name=PLOTS),
         sweep_targets(),
+        f"{GRID}/report/directions.html",
     default_target: True

@@ -38,6 +38,9 @@ PRESETS = {
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml",
      "configs/paper/commonsense-llama3-8b-sweep.yaml"): (54, 432, 432),
     ("configs/paper/glue-debertav3-base.yaml", "configs/paper/glue-debertav3-base-sweep.yaml"): (216, 216, 216),
+    # the exploration: 6 adapter methods x 3 ranks + full fine-tuning once (it has no rank)
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
+     "configs/paper/explore-llama7b.yaml"): (19, 152, 0),
 }
 
 
@@ -51,7 +54,8 @@ def with_commonsense170k(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("paths", [("config.yaml",), ("configs/smoke.yaml",), ("configs/baselines.yaml",),
-                                   ("configs/hub-example.yaml",), *PRESETS])
+                                   ("configs/hub-example.yaml",), ("configs/lr-sweep.yaml",),
+                                   ("configs/explore.yaml",), *PRESETS])
 def test_shipped_configs_are_valid(paths, with_commonsense170k):
     check(_merged(*paths), SCHEMA)
 

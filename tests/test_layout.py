@@ -66,7 +66,8 @@ def test_every_method_s_hooks_live_in_its_own_modules():
             home = type(hooks).__module__
             if home != "lora_tsd.methods.hooks":  # plain LoRA's (no) hooks, shared by all
                 assert home in {f"lora_tsd.{m}" for m in spec.modules} | {"lora_tsd.methods.residual"}, (name, home)
-    assert {m for m, s in METHODS.items() if s.switches} == {"lora_dash", "lora_tsd"}
+    assert {m for m, s in METHODS.items() if s.switches} == {"lora_dash", "lora_tsd", "lora_dash_top", "lora_dash_bottom",
+                                                             "lora_dash_random"}
 
 
 def test_subpackage_faces_import_nothing():

@@ -206,7 +206,10 @@ def test_report_shows_every_family_s_tables_and_figures_in_a_browser(workdir, sm
     assert proc.returncode == 0 and "ERROR" not in proc.stderr, proc.stderr[-3000:]
     view = check_report(report, workdir / "shots")
     assert view.problems() == []
-    assert set(view.categories) == {"commonsense", "glue", "instruction", "Leaderboard", "Reproduction"}
+    assert set(view.categories) == {"commonsense", "glue", "instruction", "Leaderboard", "Reproduction",
+                                    "Task-specific directions"}
+    directions = next(e for e in view.entries if e.category == "Task-specific directions")
+    assert "What this grid lacks" in directions.text and "no full fine-tuning cell" in directions.text
     for family in ("commonsense", "glue", "instruction"):
         images = {Path(e.path).stem for e in view.entries if e.category == family and e.kind == "image"}
         assert images == {"pareto", "rank", "bars", "loss_curves", "tsd_profile", "tsd_overlap"}

@@ -226,8 +226,15 @@ def grid_cells(split="eval", shared_only=False):
         for m, task in PAIRS for method in config["methods"]
         for setting in cell_settings(TASKS[task].train_set, method)
         if not shared_only or setting == shared_setting(TASKS[task].train_set, method)
-        for rank in config["ranks"] for seed in config["seeds"]
+        for rank in method_ranks(method) for seed in config["seeds"]
     ]
+
+
+def method_ranks(method):
+    """The ranks a method trains at: full fine-tuning has none, so it trains once (under the
+    grid's smallest rank's folder), not once per rank."""
+    spec = METHODS.get(method)
+    return [min(config["ranks"])] if spec is not None and spec.trains_weights else config["ranks"]
 
 
 def base_cells():

@@ -1,4 +1,4 @@
-"""The exploration's figures, one per question (explore/tables.py holds the numbers): where
+"""The exploration's figures, one per question (tables.py holds the numbers): where
 the true TSDs sit in the spectrum, how early each method finds them, how far each moves along
 them, how task-specific they are, and the dash along other directions. A figure with nothing
 to draw says what the grid lacks."""
@@ -11,9 +11,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..analysis import module_type, rate_profile, selection_counts
-from ..explore import measures as ms
-from ..explore.tables import ALL, FULL, Cells
-from .style import RANK_MARKERS, colour, grid, legend_below, method_order, placeholder
+from ..figures.style import RANK_MARKERS, colour, grid, legend_below, method_order, placeholder
+from . import measures as ms
+from .tables import ALL, FULL, Cells
 
 TRAIN_STYLES = ["-", "--", "-.", ":"]
 
