@@ -158,14 +158,15 @@ def test_spectrum_selection_and_task_overlap_tables(tmp_path):
 
 def test_ablation_table_reads_the_headline_score_and_the_amplification():
     summary = pd.DataFrame([
-        {"model": "m", "family": "commonsense", "rank": "8", "method": m, "task": t, "metric": "acc", "mean": v,
-         "std": 1.0, "seeds": 2} for m, v in (("lora", 50.0), ("lora_dash", 55.0), ("lora_dash_bottom", 45.0))
-        for t in ("arc_easy", "avg")])
+        {"model": "m", "family": "commonsense", "protocol": p, "rank": "8", "method": m, "task": t, "metric": metric,
+         "mean": v + (p == "generative"), "std": 1.0, "seeds": 2}
+        for m, v in (("lora", 50.0), ("lora_dash", 55.0), ("lora_dash_bottom", 45.0)) for t in ("arc_easy", "avg")
+        for p in ("generative", "loglik") for metric in ("acc_norm", "acc")])
     amp = pd.DataFrame([{"model": "m", "method": "lora_dash", "rank": 8, "module_type": tb.ALL, "vs_lora": 2.0}])
     table = tb.ablation_table(summary, amp)
     assert table.method.tolist() == ["lora", "lora_dash", "lora_dash_bottom"]
     assert table.score.tolist() == [50.0, 55.0, 45.0]
-    assert table.metric.iloc[0] == "avg acc"
+    assert table.metric.iloc[0] == "avg loglik acc"  # the family's headline: loglik acc, not generative
     assert table.vs_lora_along_tsds.iloc[1] == 2.0 and np.isnan(table.vs_lora_along_tsds.iloc[2])
 
 

@@ -20,9 +20,10 @@ from . import collectives
 
 TRACE_TOP = 32  # directions kept per matrix and snapshot: the paper's questions read the top 16 at most
 
-# (model, ctx) -> (module key, SVD of its original W, change rates of its change so far), one
-# matrix at a time (an 8B model's SVDs do not fit at once).
-Changes = Callable[[nn.Module, Context], Iterator[tuple[str, tsd.SVD, torch.Tensor]]]
+# (model, ctx) -> (module key, singular values of its original W, change rates of its change
+# so far), one matrix at a time: only S leaves the generator, so no caller holds a layer's U and
+# V while the next is fetched (an 8B model's SVDs do not fit at once).
+Changes = Callable[[nn.Module, Context], Iterator[tuple[str, torch.Tensor, torch.Tensor]]]
 
 
 def adapter_changes(model, ctx: Context):
@@ -30,8 +31,9 @@ def adapter_changes(model, ctx: Context):
         dec = ctx.svd_of(name, layer)
         with torch.no_grad():
             rates = tsd.change_rates(dec, *export.effective_factors(layer))
-        yield name.removeprefix("base_model.model."), dec, rates
+        S = dec.S
         del dec
+        yield name.removeprefix("base_model.model."), S, rates
 
 
 def is_target(name: str, module, targets) -> bool:
@@ -56,8 +58,9 @@ def full_changes(start: dict[str, torch.Tensor]) -> Changes:
             dec = ctx.cache.get(w0, ctx.svd_dtype)
             with torch.no_grad():
                 rates = tsd.change_rates_full(dec, w.detach().float() - w0)
-            yield name, dec, rates
+            S = dec.S
             del dec, w0
+            yield name, S, rates
 
     return changes
 
@@ -103,8 +106,8 @@ def analysis_arrays(model, ctx: Context, changes: Changes = adapter_changes) -> 
     """Per adapted matrix: singular values, change rates at the end (and at the switch / init
     where the method has them), selected indices, the trace. Keys are '<module>|<field>'."""
     out = {}
-    for key, dec, rates in changes(model, ctx):
-        out[f"{key}|singular_values"] = dec.S.float().cpu().numpy()
+    for key, S, rates in changes(model, ctx):
+        out[f"{key}|singular_values"] = S.float().cpu().numpy()
         out[f"{key}|rates_end"] = rates.float().cpu().numpy()
         name = f"base_model.model.{key}"
         for phase in ("switch", "init"):

@@ -6,6 +6,13 @@ EXPLORE_TABLES = ["spectrum", "recall", "amplification", "selection", "task_over
 EXPLORE_FIGURES = ["spectrum", "recall", "amplification", "task_overlap", "ablation"]
 
 
+def swept_dash_options():
+    """The dash's t and s where a sweep names them (the paper's t and s ablations)."""
+    sections = [config["sweep"] or {}] + [e or {} for s in ("family_sweep", "method_sweep")
+                                          for e in (config[s] or {}).values()]
+    return sorted({k for e in sections for k in e if k in ("tsd.dash_t", "tsd.dash_s")})
+
+
 rule explore:
     input:
         summary=f"{GRID}/leaderboard.json",
@@ -18,6 +25,7 @@ rule explore:
     params:
         code=code_hash("lora_tsd.aggregate.explore.page"),
         ranks=config["ranks"],
+        swept=swept_dash_options(),
     log:
         f"{GRID}/explore/explore.log",
     script:

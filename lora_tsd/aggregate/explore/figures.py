@@ -16,6 +16,7 @@ from . import measures as ms
 from .tables import ALL, FULL, Cells
 
 TRAIN_STYLES = ["-", "--", "-.", ":"]
+CHANCE = "#e7298a"  # visible on every method's bar colour, full fine-tuning's black included
 
 
 def _types(types) -> list[str]:
@@ -152,7 +153,7 @@ def amplification_figure(amplification: pd.DataFrame, why: str = "") -> Figure:
 
 def task_overlap_figure(overlap: pd.DataFrame, why: str = "") -> Figure:
     """Overlap of two train sets' top-k directions on one model: full fine-tuning's (the true
-    TSDs) and each method's, chance as a black tick; a panel per model."""
+    TSDs) and each method's, chance as a tick; a panel per model."""
     if overlap.empty:
         return placeholder("How task-specific the TSDs are", why or "fewer than two train sets on one model")
     models = sorted(overlap.model.unique())
@@ -167,12 +168,12 @@ def task_overlap_figure(overlap: pd.DataFrame, why: str = "") -> Figure:
         _bars(ax, labels, [s.overlap.mean() for s in stats], np.array([s.overlap.min() for s in stats]),
               np.array([s.overlap.max() for s in stats]), [colour(k[0]) for k in keys], "overlap")
         x = np.arange(len(keys))
-        ax.hlines([s.chance.mean() for s in stats], x - 0.35, x + 0.35, color="k", lw=1.5)
+        ax.hlines([s.chance.mean() for s in stats], x - 0.35, x + 0.35, color=CHANCE, lw=2, gid="chance")
         ax.set_ylim(0, 1.1)
         ax.set_ylabel(f"overlap of top-{int(part.k.iloc[0])} sets")
         ax.set_title(model, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    legend_below(fig, [Line2D([], [], color="k", lw=1.5, label="chance (k/n)")])
+    legend_below(fig, [Line2D([], [], color=CHANCE, lw=2, label="chance (k/n)")])
     fig.suptitle("How task-specific the directions are: the same model's top directions on two train sets "
                  "(mean over matrices; whiskers min–max over seeds)", fontsize=11)
     return fig

@@ -16,21 +16,24 @@ from . import figures as figs
 from . import measures as ms
 from . import tables as tb
 
+# The paper's answers (arXiv 2409.01035 v1 and the authors' write-up): where its numbers are not
+# public, the page says so rather than guess them.
 QUESTIONS = [
     ("spectrum", "Where do the true TSDs sit in the spectrum?",
-     "A few directions with large change rates, at small-to-moderate singular values: neither the top "
-     "(PiSSA's choice) nor the very bottom (MiLoRA's) (LLaMA-7B, commonsense)."),
+     "Few directions change much, and they sit at smallish but not the smallest singular values: neither "
+     "the top (PiSSA's choice) nor the very bottom (MiLoRA's) (full fine-tuning of LLaMA-7B, commonsense)."),
     ("recall", "How early does LoRA find them?",
-     f"Every 100 steps, on q, k and v and several ranks: LoRA's top-{ms.FOUND} directions mostly lie inside "
-     f"the true top-{ms.TRUE_POOL} (accuracy above 0.75) early in training, which justifies a short pre-launch; "
-     f"recall of the true top-{ms.TRUE_TOP} is lower."),
+     f"Checked every 100 steps on q, k and v at several ranks: recall (LoRA's top-{ms.FOUND} contain the true "
+     f"top-{ms.TRUE_TOP}) and accuracy (LoRA's top-{ms.FOUND} all inside the true top-{ms.TRUE_POOL}); accuracy "
+     "stays above 0.75 from early in training, which is what justifies a short pre-launch."),
     ("amplification", "Does LoRA-Dash amplify them?",
-     "Yes: LoRA-Dash's final change moves further along the TSDs than LoRA's, and its pre-launch selection "
-     "agrees with the final one and with the true directions (numbers not public)."),
+     "Analysed in the paper (how far LoRA-Dash amplifies the TSDs; the pre-launch, final and true directions "
+     "against each other); its numbers are not public."),
     ("task_overlap", "Are they task-specific?",
-     "The TSDs of different tasks on one model overlap little; related tasks share more (SDXL DreamBooth subjects)."),
+     "The TSDs of different tasks overlap little; related tasks share more (SDXL DreamBooth subjects)."),
     ("ablation", "Do the TSDs matter for the dash?",
-     "Dashing along the top or bottom singular directions instead of the TSDs does worse (numbers not public)."),
+     "Analysed in the paper (the dash along the top- or bottom-singular directions instead of the TSDs; the "
+     "pre-launch length t and the number of directions s); its numbers are not public."),
 ]
 
 FILES = {name: f"tsd_{name}" for name, _, _ in QUESTIONS}
@@ -87,8 +90,12 @@ def overlap_answer(table: pd.DataFrame) -> str:
                     f"(chance {r.chance:.2f}, seed {r.seed})." for r in part.itertuples())
 
 
-def ablation_answer(table: pd.DataFrame) -> str:
-    out = []
+def ablation_answer(table: pd.DataFrame, swept: list[str]) -> str:
+    if swept:
+        out = [f"t and s: this grid sweeps {', '.join(swept)}; each family's sensitivity figure "
+               "(plots/<family>/sensitivity.png) and tuned/sensitivity.csv give the score at each value."]
+    else:
+        out = ["t and s: not swept in this grid (a method_sweep of tsd.dash_t or tsd.dash_s for lora_dash does it)."]
     for (model, family, rank), cell in table.groupby(["model", "family", "rank"], sort=False):
         scores = "; ".join(f"{r.method} {r.score:.2f}" + ("" if pd.isna(r['std']) else f" ± {r['std']:.2f}")
                            for _, r in cell.iterrows())
@@ -98,8 +105,9 @@ def ablation_answer(table: pd.DataFrame) -> str:
 
 
 def build(train_records: list[dict], summary: pd.DataFrame, ranks: list[int], out_dir: str | Path,
-          page: str | Path, title: str) -> dict[str, Path]:
-    """Write every table (CSV), figure (PNG) and the page; {name: path} of what was written."""
+          page: str | Path, title: str, swept: list[str] = ()) -> dict[str, Path]:
+    """Write every table (CSV), figure (PNG) and the page; {name: path} of what was written.
+    `swept`: the dash options a sweep of the grid names (its t and s ablations)."""
     out_dir = Path(out_dir)
     cells = tb.Cells(train_records)
     lacking = tb.missing(train_records, cells)
@@ -114,7 +122,8 @@ def build(train_records: list[dict], summary: pd.DataFrame, ranks: list[int], ou
                "ablation": figs.ablation_figure(made["ablation"], why)}
     answers = {"spectrum": spectrum_answer(made["spectrum"]), "recall": recall_answer(made["recall"]),
                "amplification": amplification_answer(made["amplification"], made["selection"]),
-               "task_overlap": overlap_answer(made["task_overlap"]), "ablation": ablation_answer(made["ablation"])}
+               "task_overlap": overlap_answer(made["task_overlap"]),
+               "ablation": ablation_answer(made["ablation"], list(swept))}
     written = {}
     for name, table in made.items():
         written[f"{name}.csv"] = out_dir / f"tsd_{name}.csv"

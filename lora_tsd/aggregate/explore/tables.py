@@ -10,6 +10,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ...data.tasks import FAMILIES
 from ..analysis import PHASES, analysed, load_analysis, module_type, selected_at_end
 from . import measures as ms
 
@@ -218,22 +219,26 @@ DIRECTIONS = {"lora": "none (plain LoRA)", "lora_dash": "TSDs (largest change ra
 
 def ablation_table(summary: pd.DataFrame, amplification: pd.DataFrame) -> pd.DataFrame:
     """The dash along the TSDs against the same dash along other directions: each family's
-    headline score (the average over tasks where there is one; mean, std over seeds) and the
+    headline score (its Family.select_on protocol and metric, averaged over tasks where the
+    grid has an average; mean, std over seeds) and the
     projection along the true TSDs relative to LoRA's (mean over seeds and train sets)."""
     if summary.empty or not set(ABLATIONS[1:]) & set(summary["method"]):
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     rows = []
     part = summary[summary.method.isin(ABLATIONS)]
     for (model, family, rank), cell in part.groupby(["model", "family", "rank"], sort=False):
+        # The family's headline (a sweep's default selection metric), where the grid scored it.
+        protocol, metric = FAMILIES[family].select_on if family in FAMILIES else ("", None)
+        cell = cell[cell.protocol == (protocol if protocol in set(cell.protocol) else cell.protocol.iloc[0])]
         task = "avg" if (cell.task == "avg").any() else cell.task.iloc[0]
         head = cell[cell.task == task]
-        head = head[head.metric == head.metric.iloc[0]]
+        head = head[head.metric == (metric if metric in set(head.metric) else head.metric.iloc[0])]
         for _, r in head.iterrows():
             amp = amplification[(amplification.model == model) & (amplification.method == r["method"]) &
                                 (amplification["rank"].astype(str) == str(rank)) & (amplification.module_type == ALL)]
             rows.append({"model": model, "family": family, "rank": rank, "method": r["method"],
                          "directions": DIRECTIONS.get(r["method"], r["method"]), "seeds": int(r["seeds"]),
-                         "score": r["mean"], "std": r["std"], "metric": f"{task} {r['metric']}",
+                         "score": r["mean"], "std": r["std"], "metric": f"{task} {r['protocol']} {r['metric']}",
                          "vs_lora_along_tsds": amp["vs_lora"].mean() if not amp.empty else np.nan})
     order = {m: i for i, m in enumerate(ABLATIONS)}
     out = pd.DataFrame(rows, columns=ABLATION_COLUMNS)

@@ -19,7 +19,8 @@ LABELS = {"lora_dash": "LoRA-Dash", "lora_init": "LoRA-Init", "lora_tsd": "LoRA-
 
 def missing_analysis(train_records: list[dict], methods: tuple) -> str:
     """What a TSD figure lacks: the methods, or (when they ran) their analysis files."""
-    names = " / ".join(LABELS.get(m, m) for m in methods)
+    names = " / ".join([LABELS[m] for m in methods if m in LABELS] +
+                       (["dash ablation"] if any(m not in LABELS for m in methods) else []))
     if not any(r.get("method") in methods for r in train_records):
         return f"no {names} cell in this grid"
     return f"the {names} cells of this grid left no usable tsd_analysis.npz\n(none found in their run folders)"
