@@ -38,8 +38,8 @@ def test_accuracy_is_the_share_of_the_found_top8_inside_the_true_top16():
 def test_projection_regions_and_positions():
     rates, s = np.array([0.1, 0.0, 2.0, 0.5]), np.array([10.0, 5.0, 2.0, 1.0])
     assert ms.projections(rates, s, [0, 2, 3]).tolist() == [1.0, 4.0, 0.5]
-    assert ms.regions([0, 1, 5, 9], n_live=10, r=2) == {"in_top_r": 0.5, "in_bottom_r": 0.25, "between": 0.25}
-    assert ms.positions([0, 9], np.linspace(10, 1, 10)) == {"median_index": 4.5, "relative_position": 0.5}
+    assert ms.regions([0, 1, 5, 9], n=10, r=2) == {"in_top_r": 0.5, "in_bottom_r": 0.25, "between": 0.25}
+    assert ms.positions([0, 9], 10) == {"median_index": 4.5, "relative_position": 0.5}
     assert ms.ranked([0.1, 0.3, 0.3, 0.0]).tolist() == [1, 2, 0, 3]  # ties by lower index
 
 
@@ -117,22 +117,43 @@ def test_recall_and_accuracy_tables_over_the_trace_against_the_full_cell(tmp_pat
     assert table[table.module_type == "q_proj"]["matrices"].tolist() == [2, 2]
 
 
+def _adapter_npz(tmp_path, name, directions, scale=1.0):
+    """A LoRA cell on the tiny Llama whose q_proj change is scale * sum of u_j v_j^T over
+    `directions` of W's own SVD (through real B, A and the cell's analysis code)."""
+    model = registry.attach("lora", make_llama(vocab_size=1000), len(directions), {"lora_alpha_ratio": 2,
+                            "lora_dropout": 0.0}, ["q_proj"])
+    ctx = Context(train={}, tsd={}, total_steps=1, cache=tsd.SVDCache(None))
+    with torch.no_grad():
+        for layer_name, layer in dash.lora_layers(model):
+            dec = ctx.svd_of(layer_name, layer)
+            idx = torch.tensor(directions)
+            layer.lora_B["default"].weight.copy_(scale * dec.U[:, idx] / layer.scaling["default"])
+            layer.lora_A["default"].weight.copy_(dec.Vh[idx])
+    arrays = analysis.analysis_arrays(model, ctx)
+    run = tmp_path / name
+    run.mkdir()
+    np.savez(run / "tsd_analysis.npz", **arrays)
+    return {"model": "tiny", "train_set": "commonsense170k", "method": name, "rank": 8, "seed": 0, "steps": 1,
+            "base_dtype": "float32", "run_dir": str(run)}, arrays
+
+
 def test_amplification_is_zero_for_an_adapter_orthogonal_to_the_true_directions(tmp_path):
-    truth = {m: {"rates_end": _rates(TRUE), "singular_values": S} for m in MODULES}
-    elsewhere = np.zeros(N)
-    elsewhere[[0, 1, 2, 50, 60]] = 0.3  # moves only outside the true top-8 (20..27)
-    lora = {m: {"rates_end": _rates(TRUE) * 0.1, "singular_values": S} for m in MODULES}
-    records = [_write(tmp_path, "full", "full", modules=truth), _write(tmp_path, "lora", "lora", modules=lora),
-               _write(tmp_path, "ortho", "lora_dash", modules={m: {"rates_end": elsewhere, "singular_values": S}
-                                                              for m in MODULES})]
+    lora, arrays = _adapter_npz(tmp_path, "lora", PLANTED, scale=0.1)  # along the planted directions
+    ortho, _ = _adapter_npz(tmp_path, "lora_dash", [0, 1, 30, 45, 55, 61, 62, 63])  # along none of them
+    # the truth: full fine-tuning whose top-8 are PLANTED (rates as the real cell would record them)
+    truth = {m.removesuffix("|rates_end"): {"rates_end": np.where(np.isin(np.arange(64), PLANTED), 1.0, 1e-4),
+                                            "singular_values": arrays[m.replace("rates_end", "singular_values")]}
+             for m in arrays if m.endswith("|rates_end")}
+    records = [_write(tmp_path, "full", "full", modules=truth), lora, ortho]
     amp = tb.amplification_table(tb.Cells(records)).set_index(["method", "module_type"])
-    assert amp.loc[("lora_dash", tb.ALL), "projection"] == 0.0
-    assert amp.loc[("lora_dash", tb.ALL), "vs_lora"] == 0.0
+    assert amp.loc[("lora_dash", tb.ALL), "projection"] == pytest.approx(0.0, abs=1e-6)
+    assert amp.loc[("lora_dash", tb.ALL), "vs_lora"] == pytest.approx(0.0, abs=1e-5)
     assert amp.loc[("lora", tb.ALL), "vs_lora"] == 1.0
-    assert amp.loc[("lora", tb.ALL), "vs_full"] == pytest.approx(0.1)
-    # the projection is |u^T dW v| = rate * sigma on the true top-8
-    expected = np.mean(_rates(TRUE)[TRUE[:8]] * S[TRUE[:8]] * 0.1)
-    assert amp.loc[("lora", "q_proj"), "projection"] == pytest.approx(expected)
+    # along its own directions, |u_i^T dW v_i| is the scale
+    assert amp.loc[("lora", "q_proj"), "projection"] == pytest.approx(0.1, rel=1e-4)
+    recall = tb.recall_table(tb.Cells(records)).set_index(["method", "module_type"])
+    assert recall.loc[("lora", tb.ALL), "recall"] == 1.0 and recall.loc[("lora", tb.ALL), "accuracy"] == 1.0
+    assert recall.loc[("lora_dash", tb.ALL), "recall"] == 0.0
 
 
 def test_spectrum_selection_and_task_overlap_tables(tmp_path):
@@ -162,11 +183,15 @@ def test_ablation_table_reads_the_headline_score_and_the_amplification():
          "mean": v + (p == "generative"), "std": 1.0, "seeds": 2}
         for m, v in (("lora", 50.0), ("lora_dash", 55.0), ("lora_dash_bottom", 45.0)) for t in ("arc_easy", "avg")
         for p in ("generative", "loglik") for metric in ("acc_norm", "acc")])
-    amp = pd.DataFrame([{"model": "m", "method": "lora_dash", "rank": 8, "module_type": tb.ALL, "vs_lora": 2.0}])
+    summary = pd.concat([summary, summary.assign(rank="16")], ignore_index=True)
+    amp = pd.DataFrame([{"model": "m", "train_set": t, "method": "lora_dash", "rank": 8, "module_type": tb.ALL,
+                         "vs_lora": v} for t, v in (("commonsense170k", 2.0), ("alpaca", 9.0))])
     table = tb.ablation_table(summary, amp)
-    assert table.method.tolist() == ["lora", "lora_dash", "lora_dash_bottom"]
-    assert table.score.tolist() == [50.0, 55.0, 45.0]
+    assert table["rank"].tolist() == [8, 8, 8, 16, 16, 16]  # numeric order, not "16" < "8"
+    assert table.method.tolist()[:3] == ["lora", "lora_dash", "lora_dash_bottom"]
+    assert table.score.tolist()[:3] == [50.0, 55.0, 45.0]
     assert table.metric.iloc[0] == "avg loglik acc"  # the family's headline: loglik acc, not generative
+    # the commonsense row reads the commonsense train set's amplification only (not alpaca's 9.0)
     assert table.vs_lora_along_tsds.iloc[1] == 2.0 and np.isnan(table.vs_lora_along_tsds.iloc[2])
 
 
@@ -175,8 +200,10 @@ def test_a_grid_without_a_full_cell_gets_a_page_and_figures_that_say_what_is_mis
     records = [_write(tmp_path / "r", "lora", "lora", modules=lora)]
     cells = tb.Cells(records)
     lacking = tb.missing(records, cells)
-    assert lacking[0].startswith("no full fine-tuning cell (method 'full')")
-    fig = figs.spectrum_figure(cells, [8], lacking[0])
+    reason, questions = lacking[0]
+    assert reason.startswith("no full fine-tuning cell (method 'full')") and "ablation" not in questions
+    assert [q for _, qs in lacking for q in qs if q == "ablation"]  # no ablation method either: said apart
+    fig = figs.spectrum_figure(cells, [8], reason)
     assert "no full fine-tuning cell" in fig.axes[0].texts[0].get_text()
     written = page.build(records, pd.DataFrame(), [8], tmp_path / "out", tmp_path / "out" / "page.html", "t")
     html = (tmp_path / "out" / "page.html").read_text()
@@ -244,7 +271,10 @@ def test_cells_record_a_trace_and_full_fine_tuning_its_true_tsds(tmp_path, token
     records = [_cell(tmp_path, tokenizer, examples, {**cfg, "lr": 1e-3}, "full", monkeypatch, "full"),
                _cell(tmp_path, tokenizer, examples, cfg, "lora_dash", monkeypatch, "dash")]
     full, dashed = (load_analysis(f"{r['run_dir']}/tsd_analysis.npz") for r in records)
-    assert set(full) == set(dashed)  # the same matrices, under the same names
+    assert set(full) == set(dashed)  # the same matrices, under the same names,
+    for m in full:  # numbered by the same SVD of W0
+        assert np.array_equal(full[m]["singular_values"], dashed[m]["singular_values"])
+        assert "trace_steps" not in full[m] and full[m]["rates_end"].max() > 0
     f = dashed["model.layers.0.self_attn.q_proj"]
     assert f["trace_steps"].tolist() == [2, 4, 5] and f["trace_indices"].shape == (3, analysis.TRACE_TOP)
     # the last snapshot is the end's top rates

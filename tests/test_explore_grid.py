@@ -54,7 +54,7 @@ def test_the_directions_page_states_each_question_with_the_papers_answer_and_our
                      "Does LoRA-Dash amplify them?", "Are they task-specific?", "Do the TSDs matter for the dash?"):
         assert question in text
     assert text.count("The paper:") == 5 and text.count("This grid:") == 5 and text.count("data:image/png") == 5
-    assert "no full fine-tuning cell" not in text and "lora_dash r4 on alpaca" in text
+    assert "no full fine-tuning cell" not in text and "lora_dash r4, tiny-llama on alpaca" in text
     report = explore_grid / "explore-report.html"
     proc = subprocess.run(_cmd(explore_grid, CONFIG, "explore.yaml") + ["--report", str(report)], capture_output=True,
                           text=True, env=_env(), timeout=600)

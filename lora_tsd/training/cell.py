@@ -79,11 +79,12 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
     ckpt = Path(out_metrics).parent / "checkpoint" / "state.pt"
     # A resumed run rebuilds an initialisation from its checkpoint instead of redoing it.
     ctx.resume = read_checkpoint(ckpt, run_fingerprint(cfg, seed, len(examples), ctx))
-    # Full fine-tuning's change is measured against a copy of W0 (taken before a resume
-    # restores trained weights); an adapter's from its factors.
-    changes = full_changes(originals(model, targets)) if spec.trains_weights and out_analysis else adapter_changes
-    every = cfg.get("analysis_every") or 0
-    hooks = Traced(spec.hooks, every, changes) if every and out_analysis else spec.hooks
+    # With `analysis_every`, an adapter snapshots its top change rates, and full fine-tuning
+    # measures its final dW* = W - W0 (the true TSDs) against a copy of W0, taken before a
+    # resume restores trained weights (a copy the size of the target matrices, so opt-in).
+    every = (cfg.get("analysis_every") or 0) if out_analysis else 0
+    changes = full_changes(originals(model, targets) if every else {}) if spec.trains_weights else adapter_changes
+    hooks = Traced(spec.hooks, every, changes) if every and not spec.trains_weights else spec.hooks
     hooks.setup(model, ctx)
     sync_adapter(model)
     log = fit(model, tokenizer, examples, cfg, seed, ckpt=ckpt, device=device, amp_dtype=amp_dtype,

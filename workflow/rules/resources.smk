@@ -25,7 +25,11 @@ def job_mem_mb(wildcards, attempt, tsd=False, dtype=None):
 
 
 def train_mem_mb(wildcards, attempt):
-    return job_mem_mb(wildcards, attempt, wildcards.method in TSD_METHODS, cell_options(wildcards)["base_dtype"])
+    """TSD methods hold SVDs; full fine-tuning with analysis_every a float32 copy of its W0."""
+    options = cell_options(wildcards)
+    extra = wildcards.method in TSD_METHODS or (wildcards.method in METHODS and METHODS[wildcards.method].trains_weights
+                                                and bool(options.get("analysis_every")))
+    return job_mem_mb(wildcards, attempt, extra, options["base_dtype"])
 
 
 def eval_mem_mb(wildcards, attempt):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..analysis import selected_at_end
+
 FOUND, TRUE_TOP, TRUE_POOL = 8, 4, 16  # the paper's sizes: a method's top-8, the true top-4 and top-16
 AMPLIFIED = 8  # true directions the amplification reads (the official dash size s)
 
 
 def ranked(rates) -> np.ndarray:
     """Direction indices by change rate, largest first (ties by lower index, as tsd.top_directions)."""
-    return np.argsort(-np.asarray(rates, float), kind="stable")
+    return selected_at_end(rates, len(rates))
 
 
 def recall(found, true_top) -> float:
@@ -45,25 +47,17 @@ def projections(rates, singular_values, indices) -> np.ndarray:
     return np.asarray(rates, float)[idx] * np.asarray(singular_values, float)[idx]
 
 
-def positions(indices, singular_values) -> dict[str, float]:
-    """Where directions sit in the spectrum: median index, and their mean relative position
-    among the live directions (0 = the largest singular value, 1 = the smallest live one)."""
+def positions(indices, n: int) -> dict[str, float]:
+    """Where directions sit among n: their median index, and mean relative position (0 = the
+    largest singular value, 1 = the smallest)."""
     idx = np.asarray(indices, int)
-    live = live_count(singular_values)
-    return {"median_index": float(np.median(idx)), "relative_position": float(np.mean(idx / max(live - 1, 1)))}
+    return {"median_index": float(np.median(idx)), "relative_position": float(np.mean(idx / max(n - 1, 1)))}
 
 
-def live_count(singular_values) -> int:
-    """Directions above the numerical-rank cutoff (tsd.live_directions, with len(S) standing
-    in for max(out, in), which the record does not keep): the rest carry rate 0."""
-    s = np.asarray(singular_values, float)
-    return int((s > len(s) * np.finfo(np.float32).eps * s.max()).sum()) if s.size else 0
-
-
-def regions(indices, n_live: int, r: int) -> dict[str, float]:
-    """Shares of the directions inside PiSSA's top-r, MiLoRA's bottom-r (of the live
-    directions), and between the two."""
+def regions(indices, n: int, r: int) -> dict[str, float]:
+    """Shares of the directions inside PiSSA's top-r, MiLoRA's bottom-r (of all n, as
+    methods/milora.py takes them), and between the two."""
     idx = np.asarray(indices, int)
-    top, bottom = idx < r, (idx >= n_live - r) & (idx < n_live)
+    top, bottom = idx < r, idx >= n - r
     return {"in_top_r": float(np.mean(top)), "in_bottom_r": float(np.mean(bottom)),
             "between": float(np.mean(~top & ~bottom))}

@@ -61,10 +61,10 @@ def spectrum_answer(table: pd.DataFrame) -> str:
 def recall_answer(table: pd.DataFrame) -> str:
     out = []
     part = table[table.module_type == tb.ALL] if not table.empty else table
-    for (train_set, method, rank), cell in part.groupby(["train_set", "method", "rank"], sort=False):
+    for (model, train_set, method, rank), cell in part.groupby(["model", "train_set", "method", "rank"], sort=False):
         by_step = cell.groupby("step").mean(numeric_only=True)
         first, last = by_step.iloc[0], by_step.iloc[-1]
-        out.append(f"{method} r{rank} on {train_set}: accuracy {first.accuracy:.2f} at step {by_step.index[0]} and "
+        out.append(f"{method} r{rank}, {model} on {train_set}: accuracy {first.accuracy:.2f} at step {by_step.index[0]} and "
                    f"{last.accuracy:.2f} at step {by_step.index[-1]} (chance {first.chance_accuracy:.2f}); recall "
                    f"{first.recall:.2f} then {last.recall:.2f} (chance {first.chance_recall:.2f}).")
     return " ".join(out)
@@ -73,13 +73,15 @@ def recall_answer(table: pd.DataFrame) -> str:
 def amplification_answer(amp: pd.DataFrame, selection: pd.DataFrame) -> str:
     out = []
     part = amp[(amp.module_type == tb.ALL) & (amp.method != "lora")] if not amp.empty else amp
-    for (train_set, method, rank), cell in part.groupby(["train_set", "method", "rank"], sort=False):
-        out.append(f"{method} r{rank} on {train_set}: {cell.vs_lora.mean():.2f}× LoRA's projection along the true "
-                   f"top-{ms.AMPLIFIED} ({cell.vs_full.mean():.2f}× full fine-tuning's).")
-    for (train_set, method, rank, comparison), cell in selection.groupby(
-            ["train_set", "method", "rank", "comparison"], sort=False):
+    for (model, train_set, method, rank), cell in part.groupby(["model", "train_set", "method", "rank"], sort=False):
+        against = "" if cell.vs_lora.isna().all() else f"{cell.vs_lora.mean():.2f}× LoRA's projection along the true " \
+                                                         f"top-{ms.AMPLIFIED}, "
+        out.append(f"{method} r{rank}, {model} on {train_set}: {against}{cell.vs_full.mean():.2f}× full "
+                   "fine-tuning's.")
+    for (model, train_set, method, rank, comparison), cell in selection.groupby(
+            ["model", "train_set", "method", "rank", "comparison"], sort=False):
         if comparison in ("switch vs true", "switch vs end"):
-            out.append(f"{method} r{rank} on {train_set}, {comparison}: overlap {cell.overlap.mean():.2f} "
+            out.append(f"{method} r{rank}, {model} on {train_set}, {comparison}: overlap {cell.overlap.mean():.2f} "
                        f"(chance {cell.chance.mean():.2f}).")
     return " ".join(out)
 
@@ -111,15 +113,16 @@ def build(train_records: list[dict], summary: pd.DataFrame, ranks: list[int], ou
     out_dir = Path(out_dir)
     cells = tb.Cells(train_records)
     lacking = tb.missing(train_records, cells)
-    why = "\n".join(lacking[:2])
+    why = {q: next((reason for reason, qs in lacking if q in qs), "") for q in tb.QUESTIONS}
     made = {"spectrum": tb.spectrum_table(cells, ranks), "recall": tb.recall_table(cells),
             "amplification": tb.amplification_table(cells), "selection": tb.selection_table(cells),
             "task_overlap": tb.task_overlap_table(cells)}
     made["ablation"] = tb.ablation_table(summary, made["amplification"])
-    figures = {"spectrum": figs.spectrum_figure(cells, ranks, why), "recall": figs.recall_figure(made["recall"], why),
-               "amplification": figs.amplification_figure(made["amplification"], why),
-               "task_overlap": figs.task_overlap_figure(made["task_overlap"], why),
-               "ablation": figs.ablation_figure(made["ablation"], why)}
+    figures = {"spectrum": figs.spectrum_figure(cells, ranks, why["spectrum"]),
+               "recall": figs.recall_figure(made["recall"], why["recall"]),
+               "amplification": figs.amplification_figure(made["amplification"], why["amplification"]),
+               "task_overlap": figs.task_overlap_figure(made["task_overlap"], why["task_overlap"]),
+               "ablation": figs.ablation_figure(made["ablation"], why["ablation"])}
     answers = {"spectrum": spectrum_answer(made["spectrum"]), "recall": recall_answer(made["recall"]),
                "amplification": amplification_answer(made["amplification"], made["selection"]),
                "task_overlap": overlap_answer(made["task_overlap"]),
@@ -134,7 +137,7 @@ def build(train_records: list[dict], summary: pd.DataFrame, ranks: list[int], ou
         written[f"{name}.png"] = out_dir / f"{FILES[name]}.png"
         with atomic.file(written[f"{name}.png"]) as tmp:
             Path(tmp).write_bytes(images[name])
-    atomic.write_text(page, to_html(title, protocol(train_records), lacking, made, images, answers))
+    atomic.write_text(page, to_html(title, protocol(train_records), [r for r, _ in lacking], made, images, answers))
     written["page"] = Path(page)
     return written
 

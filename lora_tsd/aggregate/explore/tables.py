@@ -10,8 +10,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ...data.tasks import FAMILIES
-from ..analysis import PHASES, analysed, load_analysis, module_type, selected_at_end
+from ...data.tasks import FAMILIES, TRAIN_SETS
+from ..analysis import PHASES, analysed, end_size, load_analysis, module_type, overlap, selected_at_end
 from . import measures as ms
 
 FULL = "full"
@@ -74,17 +74,16 @@ SPECTRUM_COLUMNS = ["model", "train_set", "seed", "module_type", "r", "direction
 
 def spectrum_table(cells: Cells, ranks: list[int], k: int = ms.AMPLIFIED) -> pd.DataFrame:
     """Where full fine-tuning's top-k TSDs sit: their median index and relative position
-    (0 largest singular value, 1 smallest live one), and the shares inside PiSSA's top-r,
-    MiLoRA's bottom-r and between, for each rank r of the grid."""
+    (0 largest singular value, 1 smallest), and the shares inside PiSSA's top-r, MiLoRA's
+    bottom-r and between, for each rank r of the grid."""
     rows = []
     for (model, train_set, seed), (_, arrays) in cells.truths.items():
         for module, f in arrays.items():
-            top = ms.ranked(f["rates_end"])[:k]
-            live = ms.live_count(f["singular_values"])
+            top, n = ms.ranked(f["rates_end"])[:k], len(f["rates_end"])
             for r in ranks:
                 rows.append({"model": model, "train_set": train_set, "seed": seed, "r": r,
-                             "module_type": module_type(module), "directions": live,
-                             **ms.positions(top, f["singular_values"]), **ms.regions(top, live, r)})
+                             "module_type": module_type(module), "directions": n,
+                             **ms.positions(top, n), **ms.regions(top, n, r)})
     out = _by_type(rows, ["model", "train_set", "seed", "r"],
                    ["directions", "median_index", "relative_position", "in_top_r", "in_bottom_r", "between"])
     return pd.DataFrame(out, columns=SPECTRUM_COLUMNS)
@@ -147,9 +146,9 @@ def amplification_table(cells: Cells, k: int = ms.AMPLIFIED) -> pd.DataFrame:
         return pd.DataFrame(columns=AMPLIFICATION_COLUMNS)
     out["vs_full"] = out["projection"] / out["full_projection"]
     where = ["model", "train_set", "rank", "seed", "module_type"]
-    lora = out[out.method == "lora"].set_index(where)["projection"]
-    out["vs_lora"] = [p / lora.get(tuple(r[w] for w in where), np.nan) for p, (_, r) in
-                      zip(out["projection"], out.iterrows())]
+    lora = out.loc[out.method == "lora", where + ["projection"]].rename(columns={"projection": "lora"})
+    out = out.merge(lora, on=where, how="left")
+    out["vs_lora"] = out["projection"] / out["lora"]
     return out[AMPLIFICATION_COLUMNS]
 
 
@@ -160,10 +159,12 @@ SELECTION_COLUMNS = ["model", "train_set", "method", "rank", "seed", "truth_seed
 def selection_table(cells: Cells) -> pd.DataFrame:
     """How a method's selections relate to the true TSDs: the pre-launch set (LoRA-Dash's
     switch, LoRA-Init's init) and the end's top rates against the true top set of the same
-    size, and each phase against the end (overlap |A ∩ B| / s, chance s / n)."""
+    size (the end's: the switch's s, else tsd.dash_s), and each phase against the end (overlap
+    |A ∩ B| / s, chance s / n)."""
     rows = []
     for record, arrays, truth_record, truth in cells.pairs():
         sets = defaultdict(list)
+        s_end = end_size(record, arrays)
         for module, f in arrays.items():
             if module not in truth:
                 continue
@@ -172,10 +173,9 @@ def selection_table(cells: Cells) -> pd.DataFrame:
                 if f"indices_{phase}" in f:
                     chosen = np.asarray(f[f"indices_{phase}"])
                     s = len(chosen)
-                    sets[f"{phase} vs true"].append((ms.recall(chosen, true[:s]), s / n))
-                    sets[f"{phase} vs end"].append((ms.recall(chosen, selected_at_end(f["rates_end"], s)), s / n))
-            s = len(f.get("indices_switch", [])) or ms.AMPLIFIED
-            sets["end vs true"].append((ms.recall(selected_at_end(f["rates_end"], s), true[:s]), s / n))
+                    sets[f"{phase} vs true"].append((overlap(chosen, true[:s]), s / n))
+                    sets[f"{phase} vs end"].append((overlap(chosen, selected_at_end(f["rates_end"], s)), s / n))
+            sets["end vs true"].append((overlap(selected_at_end(f["rates_end"], s_end), true[:s_end]), s_end / n))
         for comparison, values in sets.items():
             rows.append({**_cell(record), "truth_seed": int(truth_record["seed"]), "comparison": comparison,
                          "overlap": float(np.mean([v for v, _ in values])),
@@ -201,7 +201,7 @@ def task_overlap_table(cells: Cells, k: int = ms.AMPLIFIED) -> pd.DataFrame:
             shared = [m for m in by_set[a] if m in by_set[b]]
             if not shared:
                 continue
-            values = [(ms.recall(ms.ranked(by_set[a][m]["rates_end"])[:k], ms.ranked(by_set[b][m]["rates_end"])[:k]),
+            values = [(overlap(selected_at_end(by_set[a][m]["rates_end"], k), selected_at_end(by_set[b][m]["rates_end"], k)),
                        k / len(by_set[a][m]["rates_end"])) for m in shared]
             rows.append({"model": model, "method": method, "rank": rank, "seed": seed, "train_set_a": a,
                          "train_set_b": b, "k": k, "overlap": float(np.mean([v for v, _ in values])),
@@ -217,55 +217,80 @@ DIRECTIONS = {"lora": "none (plain LoRA)", "lora_dash": "TSDs (largest change ra
               "lora_dash_random": "random (seeded)"}
 
 
+def headline(summary: pd.DataFrame, family: str) -> pd.DataFrame:
+    """A family's summary rows of its headline score: its Family.select_on protocol and metric
+    where the grid scored them (else its first), averaged over tasks where there is an average."""
+    protocol, metric = FAMILIES[family].select_on if family in FAMILIES else ("", None)
+    rows = summary[summary.protocol == (protocol if protocol in set(summary.protocol) else summary.protocol.iloc[0])]
+    rows = rows[rows.task == ("avg" if (rows.task == "avg").any() else rows.task.iloc[0])]
+    return rows[rows.metric == (metric if metric in set(rows.metric) else rows.metric.iloc[0])]
+
+
 def ablation_table(summary: pd.DataFrame, amplification: pd.DataFrame) -> pd.DataFrame:
     """The dash along the TSDs against the same dash along other directions: each family's
-    headline score (its Family.select_on protocol and metric, averaged over tasks where the
-    grid has an average; mean, std over seeds) and the
-    projection along the true TSDs relative to LoRA's (mean over seeds and train sets)."""
+    headline score (mean, std over seeds) and the projection along the true TSDs relative to
+    LoRA's (mean over the family's train sets and seeds)."""
     if summary.empty or not set(ABLATIONS[1:]) & set(summary["method"]):
         return pd.DataFrame(columns=ABLATION_COLUMNS)
+    part = summary[summary.method.isin(ABLATIONS)].assign(rank=lambda d: pd.to_numeric(d["rank"]))
+    amp = amplification[amplification.module_type == ALL].assign(
+        family=lambda d: d.train_set.map(lambda t: TRAIN_SETS[t].family if t in TRAIN_SETS else None))
+    along = amp.groupby(["model", "family", "method", "rank"])["vs_lora"].mean()
     rows = []
-    part = summary[summary.method.isin(ABLATIONS)]
-    for (model, family, rank), cell in part.groupby(["model", "family", "rank"], sort=False):
-        # The family's headline (a sweep's default selection metric), where the grid scored it.
-        protocol, metric = FAMILIES[family].select_on if family in FAMILIES else ("", None)
-        cell = cell[cell.protocol == (protocol if protocol in set(cell.protocol) else cell.protocol.iloc[0])]
-        task = "avg" if (cell.task == "avg").any() else cell.task.iloc[0]
-        head = cell[cell.task == task]
-        head = head[head.metric == (metric if metric in set(head.metric) else head.metric.iloc[0])]
-        for _, r in head.iterrows():
-            amp = amplification[(amplification.model == model) & (amplification.method == r["method"]) &
-                                (amplification["rank"].astype(str) == str(rank)) & (amplification.module_type == ALL)]
-            rows.append({"model": model, "family": family, "rank": rank, "method": r["method"],
+    for (model, family, rank), cell in part.groupby(["model", "family", "rank"], sort=True):
+        for _, r in headline(cell, family).iterrows():
+            rows.append({"model": model, "family": family, "rank": int(rank), "method": r["method"],
                          "directions": DIRECTIONS.get(r["method"], r["method"]), "seeds": int(r["seeds"]),
-                         "score": r["mean"], "std": r["std"], "metric": f"{task} {r['protocol']} {r['metric']}",
-                         "vs_lora_along_tsds": amp["vs_lora"].mean() if not amp.empty else np.nan})
-    order = {m: i for i, m in enumerate(ABLATIONS)}
+                         "score": r["mean"], "std": r["std"], "metric": f"{r['task']} {r['protocol']} {r['metric']}",
+                         "vs_lora_along_tsds": along.get((model, family, r["method"], int(rank)), np.nan)})
     out = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
-    return out.sort_values(["model", "family", "rank", "method"], key=lambda c: c.map(order) if c.name == "method"
-                           else c, kind="stable").reset_index(drop=True)
+    order = out.method.map({m: i for i, m in enumerate(ABLATIONS)})
+    return out.assign(_o=order).sort_values(["model", "family", "rank", "_o"], kind="stable") \
+              .drop(columns="_o").reset_index(drop=True)
 
 
-def missing(train_records: list[dict], cells: Cells) -> list[str]:
-    """What the grid lacks for the questions, each a sentence (empty: nothing)."""
+QUESTIONS = ("spectrum", "recall", "amplification", "task_overlap", "ablation")
+
+
+def missing(train_records: list[dict], cells: Cells) -> list[tuple[str, tuple[str, ...]]]:
+    """What the grid lacks, each (a sentence, the questions it leaves unanswered or weakens)."""
     out = []
     methods = {r.get("method") for r in train_records}
+    truthless = ("spectrum", "recall", "amplification", "task_overlap")
     if FULL not in methods:
-        out.append("no full fine-tuning cell (method 'full'): there are no true TSDs to compare with; "
-                   "add 'full' to methods (same model, train set and seed as the cells it explains)")
+        out.append(("no full fine-tuning cell (method 'full'): there are no true TSDs to compare with; add 'full' "
+                    "to methods (same model, train set and seed as the cells it explains)", truthless))
     elif not cells.truths:
-        out.append("the full fine-tuning cells left no change rates in their tsd_analysis.npz (trained before "
-                   "the exploration existed? rerun them)")
+        out.append(("the full fine-tuning cells recorded no change rates: set train.analysis_every (they measure "
+                    "dW* = W - W0 only then) and rerun them", truthless))
+    alone = sorted({f"{r['model']}/{r['train_set']}" for r, _ in cells.adapters if cells.truth(r) is None})
+    if cells.truths and alone:
+        out.append((f"adapter cells without a full cell of their model and train set, left out: {', '.join(alone)}",
+                    ("recall", "amplification")))
     if not any("trace_steps" in f for _, arrays in cells.adapters for f in arrays.values()):
-        out.append("no adapter cell recorded a trace (train.analysis_every): recall and accuracy are at the end only")
-    if len({t for _, t, _ in cells.truths}) < 2:
-        out.append("fewer than two train sets with a full cell on one model: no cross-task overlap")
+        out.append(("no adapter cell recorded snapshots (train.analysis_every): recall and accuracy at the end only",
+                    ("recall",)))
+    per_model = defaultdict(set)
+    for model, train_set, _ in cells.truths:
+        per_model[model].add(train_set)
+    if not any(len(sets) > 1 for sets in per_model.values()):
+        out.append(("no model has full fine-tuning cells on two train sets: no cross-task overlap of true TSDs",
+                    ("task_overlap",)))
     if not set(ABLATIONS[2:]) & methods:
-        out.append("no dash ablation (lora_dash_top, lora_dash_bottom, lora_dash_random) in methods")
-    dtypes = {(r["model"], r.get("base_dtype")) for r in train_records if r.get("method") != FULL}
-    truth_dtypes = {(r["model"], r.get("base_dtype")) for r, _ in cells.truths.values()}
+        out.append(("no dash ablation (lora_dash_top, lora_dash_bottom, lora_dash_random) in methods", ("ablation",)))
+    out += _caveats(train_records, cells, methods)
+    return out
+
+
+def _caveats(train_records: list[dict], cells: Cells, methods: set) -> list[tuple[str, tuple[str, ...]]]:
+    out = []
+    dtypes = {r.get("base_dtype") for r in train_records if r.get("method") != FULL}
+    truth_dtypes = {r.get("base_dtype") for r, _ in cells.truths.values()}
     if truth_dtypes and dtypes - truth_dtypes:
-        out.append("adapter cells ran on base weights of another dtype than the full cells "
-                   f"({sorted(d for _, d in dtypes)} against {sorted(d for _, d in truth_dtypes)}): the SVDs "
-                   "that number the directions differ by that rounding; set train.base_dtype: float32 for both")
+        out.append((f"adapter cells ran on {sorted(map(str, dtypes))} base weights, the full cells on "
+                    f"{sorted(map(str, truth_dtypes))}: the SVDs that number the directions differ by that rounding; "
+                    "set train.base_dtype: float32 for every cell", QUESTIONS))
+    if "dora" in methods:
+        out.append(("DoRA's directions are those of its low-rank update (alpha/r) B A, its magnitude rescaling "
+                    "left out", ("recall", "amplification")))
     return out
