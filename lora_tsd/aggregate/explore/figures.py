@@ -181,22 +181,24 @@ def task_overlap_figure(overlap: pd.DataFrame, why: str = "") -> Figure:
 
 def ablation_figure(ablation: pd.DataFrame, why: str = "") -> Figure:
     """The dash along the TSDs against the dash along other directions: each family's headline
-    score, mean ± std over seeds; a panel per (model, family, rank)."""
+    score with its 95% CI over seeds and items (the leaderboard's; ± std where it has none), on
+    an axis from 0; a panel per (model, family, rank)."""
     if ablation.empty:
         return placeholder("The dash along other directions", why or "no dash ablation in this grid")
     keys = list(dict.fromkeys(zip(ablation.model, ablation.family, ablation["rank"])))
     fig, axes = grid(len(keys), panel=(5.5, 3.8), ncols=2)
     for ax, (model, family, rank) in zip(axes, keys):
         part = ablation[(ablation.model == model) & (ablation.family == family) & (ablation["rank"] == rank)]
-        std = part["std"].fillna(0).to_numpy(float)
         mean = part["score"].to_numpy(float)
-        _bars(ax, [f"{m}\n{d}" for m, d in zip(part.method, part.directions)], mean, mean - std, mean + std,
+        std = part["std"].fillna(0).to_numpy(float)
+        low = part["ci_low"].fillna(pd.Series(mean - std, index=part.index)).to_numpy(float)
+        high = part["ci_high"].fillna(pd.Series(mean + std, index=part.index)).to_numpy(float)
+        _bars(ax, [f"{m}\n{d}" for m, d in zip(part.method, part.directions)], mean, low, high,
               [colour(m) for m in part.method], "score")
-        low = np.nanmin(mean - std)
-        ax.set_ylim(max(0.0, low - 5), None)
+        ax.set_ylim(0, max(100.0, float(np.nanmax(high)) * 1.05) if np.nanmax(high) > 60 else float(np.nanmax(high)) * 1.15)
         ax.set_ylabel(part.metric.iloc[0])
-        ax.set_title(f"{model} — {family}, r{rank}", fontsize=10)
+        ax.set_title(f"{model} — {family}, r{rank} ({int(part.seeds.max())} seed(s))", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("The dash along the TSDs or along other directions (bars: mean over seeds, whiskers ± std)",
-                 fontsize=11)
+    fig.suptitle("The dash along the TSDs or along other directions (bars: mean over seeds; whiskers: 95% CI over "
+                 "seeds and test items)", fontsize=11)
     return fig

@@ -209,8 +209,8 @@ def task_overlap_table(cells: Cells, k: int = ms.AMPLIFIED) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=OVERLAP_COLUMNS)
 
 
-ABLATION_COLUMNS = ["model", "family", "rank", "method", "directions", "seeds", "score", "std", "metric",
-                    "vs_lora_along_tsds"]
+ABLATION_COLUMNS = ["model", "family", "rank", "method", "directions", "seeds", "score", "std", "ci_low", "ci_high",
+                    "metric", "vs_lora_along_tsds"]
 
 DIRECTIONS = {"lora": "none (plain LoRA)", "lora_dash": "TSDs (largest change rate)",
               "lora_dash_top": "top singular (PiSSA's)", "lora_dash_bottom": "bottom singular (MiLoRA's)",
@@ -228,8 +228,8 @@ def headline(summary: pd.DataFrame, family: str) -> pd.DataFrame:
 
 def ablation_table(summary: pd.DataFrame, amplification: pd.DataFrame) -> pd.DataFrame:
     """The dash along the TSDs against the same dash along other directions: each family's
-    headline score (mean, std over seeds) and the projection along the true TSDs relative to
-    LoRA's (mean over the family's train sets and seeds)."""
+    headline score (mean, std over seeds, the leaderboard's 95% CI over seeds and items) and the
+    projection along the true TSDs relative to LoRA's (mean over the family's train sets and seeds)."""
     if summary.empty or not set(ABLATIONS[1:]) & set(summary["method"]):
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     part = summary[summary.method.isin(ABLATIONS)].assign(rank=lambda d: pd.to_numeric(d["rank"]))
@@ -241,7 +241,8 @@ def ablation_table(summary: pd.DataFrame, amplification: pd.DataFrame) -> pd.Dat
         for _, r in headline(cell, family).iterrows():
             rows.append({"model": model, "family": family, "rank": int(rank), "method": r["method"],
                          "directions": DIRECTIONS.get(r["method"], r["method"]), "seeds": int(r["seeds"]),
-                         "score": r["mean"], "std": r["std"], "metric": f"{r['task']} {r['protocol']} {r['metric']}",
+                         "score": r["mean"], "std": r["std"], "ci_low": r.get("ci_low", np.nan),
+                         "ci_high": r.get("ci_high", np.nan), "metric": f"{r['task']} {r['protocol']} {r['metric']}",
                          "vs_lora_along_tsds": along.get((model, family, r["method"], int(rank)), np.nan)})
     out = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
     order = out.method.map({m: i for i, m in enumerate(ABLATIONS)})
