@@ -242,7 +242,7 @@ def ablation_table(summary: pd.DataFrame, amplification: pd.DataFrame) -> pd.Dat
             rows.append({"model": model, "family": family, "rank": int(rank), "method": r["method"],
                          "directions": DIRECTIONS.get(r["method"], r["method"]), "seeds": int(r["seeds"]),
                          "score": r["mean"], "std": r["std"], "ci_low": r.get("ci_low", np.nan),
-                         "ci_high": r.get("ci_high", np.nan), "metric": f"{r['task']} {r['protocol']} {r['metric']}",
+                         "ci_high": r.get("ci_high", np.nan), "metric": " ".join(dict.fromkeys([r["task"], r["protocol"], r["metric"]])),
                          "vs_lora_along_tsds": along.get((model, family, r["method"], int(rank)), np.nan)})
     out = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
     order = out.method.map({m: i for i, m in enumerate(ABLATIONS)})
