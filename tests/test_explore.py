@@ -48,22 +48,24 @@ def test_projection_regions_and_positions():
 PLANTED = [5, 40, 17, 60, 33, 2, 50, 23]  # largest planted rate first
 
 
-def _plant(model, scale=1.0):
-    """Move every target matrix along directions PLANTED of its own SVD, with decreasing rates."""
+def _plant(model, names, scale=1.0):
+    """Move the named matrices along directions PLANTED of their own SVD, with decreasing rates."""
+    modules = dict(model.named_modules())
     with torch.no_grad():
-        for name, m in model.named_modules():
-            if analysis.is_target(name, m, ["q_proj", "v_proj"]):
-                U, S, Vh = torch.linalg.svd(m.weight.float(), full_matrices=False)
-                for k, i in enumerate(PLANTED):
-                    rate = scale * (0.5 - 0.05 * k)
-                    m.weight += rate * S[i] * torch.outer(U[:, i], Vh[i])
+        for name in names:
+            m = modules[name]
+            U, S, Vh = torch.linalg.svd(m.weight.float(), full_matrices=False)
+            for k, i in enumerate(PLANTED):
+                rate = scale * (0.5 - 0.05 * k)
+                m.weight += rate * S[i] * torch.outer(U[:, i], Vh[i])
 
 
 def test_full_fine_tunings_change_rates_recover_a_planted_dW_star():
     model = make_llama(vocab_size=1000)
     start = analysis.originals(model, ["q_proj", "v_proj"])
     assert len(start) == 2 * model.config.num_hidden_layers
-    _plant(model)
+    assert all(name.endswith((".self_attn.q_proj", ".self_attn.v_proj")) for name in start)
+    _plant(model, start)
     ctx = Context(train={}, tsd={}, total_steps=1, cache=tsd.SVDCache(None))
     arrays = analysis.analysis_arrays(model, ctx, analysis.full_changes(start))
     for name in start:

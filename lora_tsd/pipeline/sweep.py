@@ -25,11 +25,16 @@ def split(values: dict) -> tuple[dict, dict]:
             {k[len(TSD):]: v for k, v in values.items() if k.startswith(TSD)})
 
 
-def active(config: dict) -> bool:
-    """Whether any sweep section names a key (a grid with {setting} folders and validation rows)."""
+def named_keys(config: dict) -> set[str]:
+    """Every key any sweep section names."""
     entries = [config.get("sweep") or {}]
     entries += [e or {} for section in ("family_sweep", "method_sweep") for e in (config.get(section) or {}).values()]
-    return any(entries)
+    return {key for entry in entries for key in entry}
+
+
+def active(config: dict) -> bool:
+    """Whether any sweep section names a key (a grid with {setting} folders and validation rows)."""
+    return bool(named_keys(config))
 
 
 def candidates(config: dict, family: str, method: str) -> dict[str, tuple[str, list]]:

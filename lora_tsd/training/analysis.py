@@ -11,6 +11,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from peft import LoraConfig
+from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 
 from ..methods import export, tsd
@@ -36,15 +38,12 @@ def adapter_changes(model, ctx: Context):
         yield name.removeprefix("base_model.model."), S, rates
 
 
-def is_target(name: str, module, targets) -> bool:
-    """peft's rule for a list of target names: the module's name is one, or ends with '.' + one."""
-    return isinstance(module, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)
-
-
 def originals(model, targets) -> dict[str, torch.Tensor]:
-    """A CPU float32 copy of every target matrix before training (full fine-tuning's W0)."""
-    return {name: m.weight.detach().to("cpu", torch.float32, copy=True)
-            for name, m in model.named_modules() if is_target(name, m, targets)}
+    """A CPU float32 copy of every target matrix before training (full fine-tuning's W0): the
+    linear layers peft's own matching rule would adapt for these target modules."""
+    config = LoraConfig(target_modules=list(targets))
+    return {name: m.weight.detach().to("cpu", torch.float32, copy=True) for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and check_target_module_exists(config, name)}
 
 
 def full_changes(start: dict[str, torch.Tensor]) -> Changes:

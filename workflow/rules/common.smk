@@ -230,11 +230,15 @@ def grid_cells(split="eval", shared_only=False):
     ]
 
 
+def trains_weights(method):
+    """A built-in method that trains every weight (full fine-tuning); external ones do not say."""
+    return method in METHODS and METHODS[method].trains_weights
+
+
 def method_ranks(method):
     """The ranks a method trains at: full fine-tuning has none, so it trains once (under the
     grid's smallest rank's folder), not once per rank."""
-    spec = METHODS.get(method)
-    return [min(config["ranks"])] if spec is not None and spec.trains_weights else config["ranks"]
+    return [min(config["ranks"])] if trains_weights(method) else config["ranks"]
 
 
 def base_cells():

@@ -8,9 +8,7 @@ EXPLORE_FIGURES = ["spectrum", "recall", "amplification", "task_overlap", "ablat
 
 def swept_dash_options():
     """The dash's t and s where a sweep names them (the paper's t and s ablations)."""
-    sections = [config["sweep"] or {}] + [e or {} for s in ("family_sweep", "method_sweep")
-                                          for e in (config[s] or {}).values()]
-    return sorted({k for e in sections for k in e if k in ("tsd.dash_t", "tsd.dash_s")})
+    return sorted(sweep.named_keys(config) & {"tsd.dash_t", "tsd.dash_s"})
 
 
 rule explore:

@@ -18,17 +18,14 @@ def n_params(wildcards):
 def job_mem_mb(wildcards, attempt, tsd=False, dtype=None):
     """mem_mb of a GPU job: weights as loaded (in `dtype`) x 1.5 (x 2 for TSD methods) + overhead, x 1.5 on retries."""
     kind = models.kind(model_name(wildcards), config["model_kinds"])
-    method = getattr(wildcards, "method", None)
-    trains = method in METHODS and METHODS[method].trains_weights
-    size = sizing.load_bytes(dtype, trains, kind)
+    size = sizing.load_bytes(dtype, trains_weights(getattr(wildcards, "method", None)), kind)
     return sizing.mem_mb(n_params(wildcards), config["cluster"], attempt, tsd, size)
 
 
 def train_mem_mb(wildcards, attempt):
     """TSD methods hold SVDs; full fine-tuning with analysis_every a float32 copy of its W0."""
     options = cell_options(wildcards)
-    extra = wildcards.method in TSD_METHODS or (wildcards.method in METHODS and METHODS[wildcards.method].trains_weights
-                                                and bool(options.get("analysis_every")))
+    extra = wildcards.method in TSD_METHODS or (trains_weights(wildcards.method) and bool(options.get("analysis_every")))
     return job_mem_mb(wildcards, attempt, extra, options["base_dtype"])
 
 

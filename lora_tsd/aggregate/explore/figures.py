@@ -36,26 +36,30 @@ def spectrum_figure(cells: Cells, ranks: list[int], why: str = "") -> Figure:
     for key, (record, _) in truths:  # one seed per (model, train set)
         first.setdefault(key[:2], (record, key))
     types = _types(module_type(m) for _, (_, arrays) in truths for m in arrays)
+    # Each truth's file read once: its rate profile and true top-k counts per module type.
+    drawn = {}
+    for key, (record, _) in first.items():
+        path = f"{record['run_dir']}/tsd_analysis.npz"
+        drawn[key] = (rate_profile(path), selection_counts(path, ms.AMPLIFIED))
     fig, axes = grid(len(types), panel=(5.2, 3.8))
     r = max(ranks)
     for ax, t in zip(axes, types):
         twin = ax.twinx()
-        for j, ((model, train_set), (record, _)) in enumerate(first.items()):
-            path = f"{record['run_dir']}/tsd_analysis.npz"
-            profile = rate_profile(path).get(t)
+        n = 0
+        for j, ((model, train_set), (profiles, counts)) in enumerate(drawn.items()):
+            profile = profiles.get(t)
             if profile is None:
                 continue
-            x = np.arange(len(profile))
-            ax.plot(x, np.where(profile > 0, profile, np.nan), color="k", lw=1, ls=TRAIN_STYLES[j % 4],
-                    gid=f"rates {train_set}")
-            counts = selection_counts(path, ms.AMPLIFIED).get(t, {}).get("end")
-            if counts is not None:
-                idx = np.flatnonzero(counts)
-                twin.scatter(idx, counts[idx], marker="o", s=18, facecolors="none", edgecolors="#d62728",
+            n = max(n, len(profile))
+            ax.plot(np.arange(len(profile)), np.where(profile > 0, profile, np.nan), color="k", lw=1,
+                    ls=TRAIN_STYLES[j % 4], gid=f"rates {train_set}")
+            chosen = counts.get(t, {}).get("end")
+            if chosen is not None:
+                idx = np.flatnonzero(chosen)
+                twin.scatter(idx, chosen[idx], marker="o", s=18, facecolors="none", edgecolors="#d62728",
                              alpha=0.8, gid=f"true top {train_set}")
-            live = len(profile)
-            ax.axvspan(-0.5, r - 0.5, color=colour("pissa"), alpha=0.15, lw=0)
-            ax.axvspan(live - r - 0.5, live - 0.5, color=colour("milora"), alpha=0.15, lw=0)
+        ax.axvspan(-0.5, r - 0.5, color=colour("pissa"), alpha=0.15, lw=0)
+        ax.axvspan(n - r - 0.5, n - 0.5, color=colour("milora"), alpha=0.15, lw=0)
         ax.set_yscale("log")
         ax.set_xlabel("singular-value index (0 = largest)")
         ax.set_ylabel("change rate of dW* (layer mean)")
@@ -64,7 +68,7 @@ def spectrum_figure(cells: Cells, ranks: list[int], why: str = "") -> Figure:
         twin.set_ylabel(f"layers with it in the true top-{ms.AMPLIFIED}", fontsize=9)
         twin.set_ylim(bottom=0)
     handles = [Line2D([], [], color="k", ls=TRAIN_STYLES[j % 4], label=f"full fine-tuning on {ts}")
-               for j, (_, ts) in enumerate(first)] + \
+               for j, (_, ts) in enumerate(drawn)] + \
         [Line2D([], [], marker="o", mfc="none", mec="#d62728", ls="", label=f"layers with it in the true top-{ms.AMPLIFIED}"),
          Patch(color=colour("pissa"), alpha=0.3, label=f"PiSSA's top-{r}"),
          Patch(color=colour("milora"), alpha=0.3, label=f"MiLoRA's bottom-{r}")]
@@ -195,7 +199,8 @@ def ablation_figure(ablation: pd.DataFrame, why: str = "") -> Figure:
         high = part["ci_high"].fillna(pd.Series(mean + std, index=part.index)).to_numpy(float)
         _bars(ax, [f"{m}\n{d}" for m, d in zip(part.method, part.directions)], mean, low, high,
               [colour(m) for m in part.method], "score")
-        ax.set_ylim(0, max(100.0, float(np.nanmax(high)) * 1.05) if np.nanmax(high) > 60 else float(np.nanmax(high)) * 1.15)
+        top = float(np.nanmax(high))
+        ax.set_ylim(0, max(100.0, top * 1.05) if top > 60 else top * 1.15)  # a percentage axis once scores are high
         ax.set_ylabel(part.metric.iloc[0])
         ax.set_title(f"{model} — {family}, r{rank} ({int(part.seeds.max())} seed(s))", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
