@@ -42,21 +42,41 @@ def packaged_path(relative: str) -> Path:
     return Path(__file__).resolve().parent / relative
 
 
-def _hub_rows(path: str, name: str | None, split: str):
-    """A hub dataset, or a local JSON/JSONL file (Commonsense170K's commonsense_170k.json)."""
+class MissingDataset(RuntimeError):
+    """A hub dataset that the hub (or mirror) does not serve, with what to set instead."""
+
+
+def _hub_rows(path: str, name: str | None, split: str, reader: str, instead: str):
+    """A hub dataset, or a local JSON/JSONL file (Commonsense170K's commonsense_170k.json).
+    `reader` names what reads it and `instead` what to set when the hub does not serve it."""
     import datasets
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub import constants
 
     if Path(path).suffix in (".json", ".jsonl"):
         return datasets.load_dataset("json", data_files=str(path), split="train")
-    return datasets.load_dataset(path, name, split=split)
+    try:
+        return datasets.load_dataset(path, name, split=split)
+    except DatasetNotFoundError as err:
+        raise MissingDataset(
+            f"{reader} reads the hub dataset {path}{f' (config {name})' if name else ''}, which {constants.ENDPOINT} "
+            f"does not serve to this client ({err}). Check HF_ENDPOINT (a mirror must carry {path}) and HF_TOKEN for "
+            f"a gated dataset; or {instead}") from err
+
+
+def _task_rows(spec, split: str) -> list[dict]:
+    instead = "set data_source: embedded (the embedded copies, no hub)"
+    if spec.train_set == "commonsense170k":  # every commonsense task is read for the train set
+        instead += (", or set train_data.commonsense170k to LLM-Adapters' commonsense_170k.json (a local path or "
+                    "hub id), so that only the scored commonsense tasks are read")
+    return [spec.to_example(r) for r in _hub_rows(spec.hub.path, spec.hub.name, split, f"task {spec.name}", instead)]
 
 
 def _test_rows(spec, split) -> list[dict]:
     """Hub test rows; a task with several test splits (MNLI) tags each row with its subset."""
     if isinstance(split, str):
-        return [spec.to_example(r) for r in _hub_rows(spec.hub.path, spec.hub.name, split)]
-    return [{**spec.to_example(r), "subset": subset}
-            for subset, s in split.items() for r in _hub_rows(spec.hub.path, spec.hub.name, s)]
+        return _task_rows(spec, split)
+    return [{**row, "subset": subset} for subset, s in split.items() for row in _task_rows(spec, s)]
 
 
 def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str | Path | None = None,
@@ -76,8 +96,7 @@ def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str |
                f"< {split_cfg['test_fraction']} -> test")
     else:
         hub = spec.hub
-        train = [] if hub.train_split is None else [
-            spec.to_example(r) for r in _hub_rows(hub.path, hub.name, hub.train_split)]
+        train = [] if hub.train_split is None else _task_rows(spec, hub.train_split)
         test = _test_rows(spec, hub.test_split)
         how = f"hub {hub.path}/{hub.name}: {hub.train_split} -> train, {hub.test_split} -> test"
     files = {"train": train, "test": test}
@@ -137,7 +156,8 @@ def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str
     else:
         where = hub_override or spec.hub
         rows = [{k: r.get(k) or "" for k in ("instruction", "input", "output")}
-                for r in _hub_rows(where, None, spec.hub_split)]
+                for r in _hub_rows(where, None, spec.hub_split, f"train set {name}",
+                                   f"set train_data.{name} to a local JSON file or another hub id")]
         how = f"{where} ({spec.hub_split} split)"
         rows, dropped = without_validation(rows, task_dirs) if spec.family == "commonsense" else (rows, 0)
         if dropped:

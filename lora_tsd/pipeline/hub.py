@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import atomic, models
 from .config import local_path
 
 TRUE = {"1", "true", "yes", "on"}
-# What from_pretrained reads: configs, tokenizer files and the weights in one format (safetensors
-# where the repo has them, else PyTorch .bin), never both, nor a repo's original/ checkpoint.
-MODEL_FILES = ["*.json", "*.model", "*.txt", "*.tiktoken", "tokenizer*"]
+# What from_pretrained reads: configs, tokenizer files (transformers 5 saves the chat template as
+# chat_template.jinja, extra ones under additional_chat_templates/) and the weights in one format
+# (safetensors where the repo has them, else PyTorch .bin), never both, nor a repo's original/
+# checkpoint.
+MODEL_FILES = ["*.json", "*.model", "*.txt", "*.tiktoken", "tokenizer*", "*.jinja"]
 SKIP = ["original/*"]
+# Seconds. A mirror that reads large files before answering (olah holds a worker ~10 s for a
+# 270 MB file) outlasts huggingface_hub's 10 s defaults; HF_HUB_ETAG_TIMEOUT and
+# HF_HUB_DOWNLOAD_TIMEOUT, when set, win.
+ETAG_TIMEOUT, DOWNLOAD_TIMEOUT = 120, 300
 
 
 def weight_patterns(files: list[str]) -> list[str]:
@@ -46,6 +53,13 @@ def offline_problem(config: dict, environ=os.environ) -> str | None:
             f"training and evaluation jobs then read HF_HOME offline.")
 
 
+def endpoint() -> str:
+    """The hub this process talks to (HF_ENDPOINT: the hub itself or a mirror)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
 class HubError(RuntimeError):
     """A download that cannot succeed, with what to do about it (a rule fails with this text)."""
 
@@ -54,6 +68,20 @@ def gated_message(name: str) -> str:
     return (f"{name} is a gated model and no accepted token was found: request access on "
             f"https://huggingface.co/{name}, then set HF_TOKEN to a read token of that account "
             f"(`export HF_TOKEN=hf_...`, or `hf auth login` once) and rerun.")
+
+
+@contextmanager
+def patient_downloads():
+    """huggingface_hub's file-transfer timeout at DOWNLOAD_TIMEOUT unless the user set one."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    if not os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT"):
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = DOWNLOAD_TIMEOUT
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = before
 
 
 def download_model(name: str, kind: str, out_json: str | Path) -> dict:
@@ -66,12 +94,15 @@ def download_model(name: str, kind: str, out_json: str | Path) -> dict:
 
     try:
         files = list_repo_files(name)
-        path = snapshot_download(name, allow_patterns=MODEL_FILES + weight_patterns(files), ignore_patterns=SKIP)
+        with patient_downloads():
+            path = snapshot_download(name, allow_patterns=MODEL_FILES + weight_patterns(files),
+                                     ignore_patterns=SKIP, etag_timeout=ETAG_TIMEOUT)
     except GatedRepoError as err:
         raise HubError(gated_message(name)) from err
     except RepositoryNotFoundError as err:
-        raise HubError(f"{name} is not a hub model id that this token can see (check the spelling in the "
-                       f"config's models; a private model needs HF_TOKEN)") from err
+        raise HubError(f"{name} is not a model that {endpoint()} serves to this client: check the spelling in "
+                       f"the config's models; a gated or private model needs HF_TOKEN set to a read token of an "
+                       f"account with access (`export HF_TOKEN=hf_...`)") from err
     except LocalEntryNotFoundError as err:
         raise HubError(f"{name} could not be downloaded: the hub is not reachable from this machine and it is "
                        f"not in HF_HOME ({os.environ.get('HF_HOME', '~/.cache/huggingface')}); run the "
