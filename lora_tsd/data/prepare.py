@@ -64,25 +64,27 @@ def _hub_rows(path: str, name: str | None, split: str, reader: str, instead: str
             f"a gated dataset; or {instead}") from err
 
 
-def _task_rows(spec, split: str) -> list[dict]:
+def _task_rows(spec, split: str, scored: bool) -> list[dict]:
     instead = "set data_source: embedded (the embedded copies, no hub)"
-    if spec.train_set == "commonsense170k":  # every commonsense task is read for the train set
-        instead += (", or set train_data.commonsense170k to LLM-Adapters' commonsense_170k.json (a local path or "
-                    "hub id), so that only the scored commonsense tasks are read")
-    return [spec.to_example(r) for r in _hub_rows(spec.hub.path, spec.hub.name, split, f"task {spec.name}", instead)]
+    if not scored and spec.train_set == "commonsense170k":  # read only for the train set
+        instead += (f"; or, since {spec.name} is not scored but read for the commonsense170k train set, set "
+                    f"train_data.commonsense170k to LLM-Adapters' commonsense_170k.json (a local path or hub id)")
+    reader = f"task {spec.name}" + ("" if scored else " (read for the commonsense170k train set)")
+    return [spec.to_example(r) for r in _hub_rows(spec.hub.path, spec.hub.name, split, reader, instead)]
 
 
-def _test_rows(spec, split) -> list[dict]:
+def _test_rows(spec, split, scored: bool) -> list[dict]:
     """Hub test rows; a task with several test splits (MNLI) tags each row with its subset."""
     if isinstance(split, str):
-        return _task_rows(spec, split)
-    return [{**row, "subset": subset} for subset, s in split.items() for row in _task_rows(spec, s)]
+        return _task_rows(spec, split, scored)
+    return [{**row, "subset": subset} for subset, s in split.items() for row in _task_rows(spec, s, scored)]
 
 
 def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str | Path | None = None,
-            val_rows: int = 0) -> dict:
+            val_rows: int = 0, scored: bool = True) -> dict:
     """Write <out>/train.jsonl, <out>/test.jsonl and <out>/split.json, and with val_rows
-    <out>/val.jsonl (validation rows for a sweep's selection); returns the manifest."""
+    <out>/val.jsonl (validation rows for a sweep's selection); returns the manifest. `scored`:
+    whether the grid scores the task (else it is read for a train set: an error says so)."""
     import datasets
 
     spec = TASKS[task]
@@ -96,8 +98,8 @@ def prepare(task: str, source: str, split_cfg: dict, out: str | Path, raw: str |
                f"< {split_cfg['test_fraction']} -> test")
     else:
         hub = spec.hub
-        train = [] if hub.train_split is None else _task_rows(spec, hub.train_split)
-        test = _test_rows(spec, hub.test_split)
+        train = [] if hub.train_split is None else _task_rows(spec, hub.train_split, scored)
+        test = _test_rows(spec, hub.test_split, scored)
         how = f"hub {hub.path}/{hub.name}: {hub.train_split} -> train, {hub.test_split} -> test"
     files = {"train": train, "test": test}
     if val_rows:

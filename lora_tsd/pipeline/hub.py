@@ -13,11 +13,10 @@ from .config import local_path
 
 TRUE = {"1", "true", "yes", "on"}
 # What from_pretrained reads: configs, tokenizer files (transformers 5 saves the chat template as
-# chat_template.jinja, extra ones under additional_chat_templates/) and the weights in one format
-# (safetensors where the repo has them, else PyTorch .bin), never both, nor a repo's original/
-# checkpoint.
+# chat_template.jinja) and the weights in one format (safetensors where the repo has them, else
+# PyTorch .bin), never both.
 MODEL_FILES = ["*.json", "*.model", "*.txt", "*.tiktoken", "tokenizer*", "*.jinja"]
-SKIP = ["original/*"]
+SKIP = ["original/*"]  # a repo's original (non-transformers) checkpoint
 # Seconds. A mirror that reads large files before answering (olah holds a worker ~10 s for a
 # 270 MB file) outlasts huggingface_hub's 10 s defaults; HF_HUB_ETAG_TIMEOUT and
 # HF_HUB_DOWNLOAD_TIMEOUT, when set, win.
@@ -53,13 +52,6 @@ def offline_problem(config: dict, environ=os.environ) -> str | None:
             f"training and evaluation jobs then read HF_HOME offline.")
 
 
-def endpoint() -> str:
-    """The hub this process talks to (HF_ENDPOINT: the hub itself or a mirror)."""
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
 class HubError(RuntimeError):
     """A download that cannot succeed, with what to do about it (a rule fails with this text)."""
 
@@ -70,14 +62,18 @@ def gated_message(name: str) -> str:
             f"(`export HF_TOKEN=hf_...`, or `hf auth login` once) and rerun.")
 
 
+def timeouts(environ=os.environ) -> tuple[float, float]:
+    """(metadata, transfer) timeouts in seconds: the HF_HUB_* variables where set, else ours."""
+    return (float(environ.get("HF_HUB_ETAG_TIMEOUT") or ETAG_TIMEOUT),
+            float(environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or DOWNLOAD_TIMEOUT))
+
+
 @contextmanager
-def patient_downloads():
-    """huggingface_hub's file-transfer timeout at DOWNLOAD_TIMEOUT unless the user set one."""
+def patient_downloads(transfer: float):
+    """huggingface_hub's file-transfer timeout (a module constant it reads per request) at `transfer`."""
     from huggingface_hub import constants
 
-    before = constants.HF_HUB_DOWNLOAD_TIMEOUT
-    if not os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT"):
-        constants.HF_HUB_DOWNLOAD_TIMEOUT = DOWNLOAD_TIMEOUT
+    before, constants.HF_HUB_DOWNLOAD_TIMEOUT = constants.HF_HUB_DOWNLOAD_TIMEOUT, transfer
     try:
         yield
     finally:
@@ -87,20 +83,21 @@ def patient_downloads():
 def download_model(name: str, kind: str, out_json: str | Path) -> dict:
     """Fetch a hub model's weights and tokenizer into HF_HOME and record its revision, local
     path and parameter count (which sizes the cluster jobs that use it)."""
-    from huggingface_hub import list_repo_files, snapshot_download
+    from huggingface_hub import constants, list_repo_files, snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     from .sizing import _count_from_config
 
     try:
         files = list_repo_files(name)
-        with patient_downloads():
+        metadata, transfer = timeouts()
+        with patient_downloads(transfer):
             path = snapshot_download(name, allow_patterns=MODEL_FILES + weight_patterns(files),
-                                     ignore_patterns=SKIP, etag_timeout=ETAG_TIMEOUT)
+                                     ignore_patterns=SKIP, etag_timeout=metadata)
     except GatedRepoError as err:
         raise HubError(gated_message(name)) from err
     except RepositoryNotFoundError as err:
-        raise HubError(f"{name} is not a model that {endpoint()} serves to this client: check the spelling in "
+        raise HubError(f"{name} is not a model that {constants.ENDPOINT} serves to this client: check the spelling in "
                        f"the config's models; a gated or private model needs HF_TOKEN set to a read token of an "
                        f"account with access (`export HF_TOKEN=hf_...`)") from err
     except LocalEntryNotFoundError as err:

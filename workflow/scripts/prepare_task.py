@@ -6,6 +6,7 @@ sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
 from lora_tsd.data import prepare
 
 raw = snakemake.input.raw[0] if snakemake.input.raw else None
-manifest = prepare.prepare(snakemake.wildcards.task, snakemake.params.source, snakemake.params.split,
-                           snakemake.output[0], raw=raw, val_rows=snakemake.params.split.get("val_rows", 0))
+task = snakemake.wildcards.task
+manifest = prepare.prepare(task, snakemake.params.source, snakemake.params.split, snakemake.output[0], raw=raw,
+                           val_rows=snakemake.params.split.get("val_rows", 0), scored=task in snakemake.config["tasks"])
 print(manifest)
