@@ -54,8 +54,10 @@ class Hub:
 def start(dir: Path, *args: str) -> Hub:
     """tools/start-hub.sh DIR ARGS with this interpreter; skips when olah cannot be installed,
     unless CI=true (then the test fails)."""
-    out = subprocess.run(["bash", str(ROOT / "tools" / "start-hub.sh"), str(dir), *args], capture_output=True,
-                         text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    # PYTHON relative to the repository, as docs/cluster.md's command gives it
+    python = os.path.relpath(sys.executable, ROOT)
+    out = subprocess.run(["bash", "tools/start-hub.sh", str(dir), *args], capture_output=True, text=True, timeout=900,
+                         cwd=ROOT, env={**os.environ, "PYTHON": python})
     if out.returncode == 3 and os.environ.get("CI") != "true":
         pytest.skip(f"no hub server here: {out.stderr.strip()}")
     assert out.returncode == 0, out.stderr[-3000:]

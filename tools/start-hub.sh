@@ -18,6 +18,7 @@ log() { echo "start-hub: $*" >&2; }
 OLAH_VERSION=0.5.4
 OLAH_ENV=${LORA_TSD_OLAH_ENV:-$HOME/.cache/lora-tsd-bench/olah-$OLAH_VERSION}
 PYTHON=${PYTHON:-python3}
+case "$PYTHON" in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac  # absolute
 here=$(cd "$(dirname "$0")" && pwd)
 
 install_olah() {
