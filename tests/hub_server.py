@@ -21,9 +21,6 @@ import pytest
 import grids
 
 ROOT = grids.ROOT
-sys.path.insert(0, str(ROOT / "tools"))
-import hub_mirror  # noqa: E402  (tools/hub_mirror.py: what the server's repositories are built from)
-
 REQUEST = re.compile(r'"(GET|HEAD|POST) (\S+) HTTP/[\d.]+" (\d+)')
 
 
@@ -38,10 +35,10 @@ class Hub:
         text = (self.dir / "olah.log").read_text(errors="replace")
         return [(m, p, int(s)) for m, p, s in REQUEST.findall(text)]
 
-    def env(self, hf_home: Path, **extra) -> dict:
+    def env(self, hf_home: Path) -> dict:
         """A hub client's environment: online, HF_ENDPOINT here, its own HF_HOME."""
         return {**grids.env(), "HF_ENDPOINT": self.endpoint, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0",
-                "HF_HOME": str(hf_home), "HF_HUB_DISABLE_PROGRESS_BARS": "1", **extra}
+                "HF_HOME": str(hf_home), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
     def stop(self) -> None:
         pid = int((self.dir / "olah.pid").read_text())

