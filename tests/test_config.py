@@ -25,24 +25,30 @@ def _merged(*paths) -> dict:
     return cfg
 
 
-# preset files -> (train, evaluate, validate) jobs of its whole DAG. train: settings x methods x
-# ranks x seeds x train sets; evaluate: each cell on its train set's tasks (commonsense: 8 from one
-# train set; GLUE: one per dataset); validate: a sweep's cells on the same tasks' validation rows
-# (select_by score), none without a sweep. The sweep variants train 3 settings (x0.5, x1, x2).
+# preset files -> (train, evaluate, validate, forgetting, forgetting_base) jobs of its whole DAG.
+# train: settings x methods x ranks x seeds x train sets; evaluate: each cell on its train set's
+# tasks (commonsense: 8 from one train set; GLUE: one per dataset); validate: a sweep's cells on
+# the same tasks' validation rows (select_by score), none without a sweep; forgetting: every
+# trained causal-LM cell once (a sweep: every candidate, as the tuned table may pick any), none for
+# GLUE; forgetting_base: once per causal model. The sweep variants train 3 settings (x0.5, x1, x2).
 PRESETS = {
-    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml"): (18, 144, 0),
-    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml"): (18, 144, 0),
-    ("configs/paper/glue-debertav3-base.yaml",): (72, 72, 0),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml"): (18, 144, 0, 18, 1),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml"): (18, 144, 0, 18, 1),
+    ("configs/paper/glue-debertav3-base.yaml",): (72, 72, 0, 0, 0),
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
-     "configs/paper/commonsense-llama7b-sweep.yaml"): (54, 432, 432),
+     "configs/paper/commonsense-llama7b-sweep.yaml"): (54, 432, 432, 54, 1),
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml",
-     "configs/paper/commonsense-llama3-8b-sweep.yaml"): (54, 432, 432),
-    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/glue-debertav3-base-sweep.yaml"): (216, 216, 216),
+     "configs/paper/commonsense-llama3-8b-sweep.yaml"): (54, 432, 432, 54, 1),
+    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/glue-debertav3-base-sweep.yaml"): (216, 216, 216, 0, 0),
     # the exploration: 6 adapter methods x 3 ranks + full fine-tuning once (it has no rank)
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
-     "configs/paper/explore-llama7b.yaml"): (19, 152, 0),
-    # the hub path in seconds (run through a served hub in tests/test_hub.py)
-    ("configs/hub-smoke.yaml",): (4, 6, 0),
+     "configs/paper/explore-llama7b.yaml"): (19, 152, 0, 19, 1),
+    # LoRA-Init beside LoRA-GA, CorDA and LoRA-One on the paper presets: 8 methods
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
+     "configs/paper/init-baselines.yaml"): (48, 384, 0, 48, 1),
+    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/init-baselines.yaml"): (192, 192, 0, 0, 0),
+    # the hub path in seconds (run through a served hub in tests/test_hub.py): 2 causal cells
+    ("configs/hub-smoke.yaml",): (4, 6, 0, 2, 1),
 }
 
 
@@ -94,7 +100,8 @@ def test_paper_presets_build_their_whole_dag_without_network(paths, with_commons
     stats = out.stdout.split("Job stats:")[1].split("total")[0]
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if line.strip()[:1].isalpha()
               and line.split()[-1].isdigit()}
-    assert (counts["train"], counts["evaluate"], counts.get("validate", 0)) == PRESETS[paths]
+    assert (counts["train"], counts["evaluate"], counts.get("validate", 0), counts.get("forgetting", 0),
+            counts.get("forgetting_base", 0)) == PRESETS[paths]
 
 
 def test_glue_preset_gives_each_dataset_its_official_recipe():
@@ -242,3 +249,33 @@ def test_dash_switch_after_the_last_step_is_rejected():
     with pytest.raises(ConfigError) as err:
         check(cfg, SCHEMA)
     assert "tsd.dash_t" in str(err.value) and "never switch" in str(err.value)
+
+
+def test_a_bad_dash_t_unit_names_the_key_and_the_allowed_values():
+    msg = _error(tsd={**DEFAULT["tsd"], "dash_t_unit": "steps"})
+    assert "tsd.dash_t_unit" in msg and "'steps'" in msg and "'step'" in msg and "'forward'" in msg
+
+
+def test_forward_counted_dash_t_past_the_runs_forwards_is_rejected():
+    """config.yaml: 60 steps of one forward; with 4 micro-batches a step, t = 100 forwards
+    switches (after step 25), t = 240 (every forward of the run) never does."""
+    train = {**DEFAULT["train"], "micro_batch_size": DEFAULT["train"]["batch_size"] // 4, "steps": 60}
+    check({**DEFAULT, "train": train, "tsd": {**DEFAULT["tsd"], "dash_t": 100, "dash_t_unit": "forward"}}, SCHEMA)
+    msg = _error(train=train, tsd={**DEFAULT["tsd"], "dash_t": 240, "dash_t_unit": "forward"})
+    assert "tsd.dash_t" in msg and "240 forward calls" in msg and "never switch" in msg and "dash_t < 240" in msg
+    check({**DEFAULT, "train": train, "tsd": {**DEFAULT["tsd"], "dash_t": 239, "dash_t_unit": "forward"}}, SCHEMA)
+
+
+def test_the_default_dash_t_unit_leaves_a_grids_tsd_params_as_they_were():
+    """The schema fills dash_t_unit: step into every grid; the params (and checkpoint
+    fingerprints, stamps) leave it out, so a grid from before the option reruns nothing."""
+    from snakemake.utils import validate
+
+    from lora_tsd.pipeline.config import result_config, result_tsd
+
+    cfg = copy.deepcopy(DEFAULT)
+    validate(cfg, str(SCHEMA))
+    assert cfg["tsd"]["dash_t_unit"] == "step"
+    before = {k: v for k, v in cfg["tsd"].items() if k not in ("svd_cache", "dash_t_unit")}
+    assert result_tsd(cfg["tsd"]) == before and result_config(cfg)["tsd"] == before
+    assert result_tsd({**cfg["tsd"], "dash_t_unit": "forward"}) == {**before, "dash_t_unit": "forward"}

@@ -4,6 +4,7 @@ import torch
 from peft import PeftModel
 
 from lora_tsd.methods import dash, export, registry
+from lora_tsd.methods.hooks import Context
 from lora_tsd.tiny import make_llama
 from lora_tsd.training import cell, checkpoint, loop
 
@@ -223,3 +224,126 @@ def test_lora_init_resume_rebuilds_w_from_the_checkpoint_and_never_reselects(tra
         torch.testing.assert_close(a.get_base_layer().weight, b.get_base_layer().weight, msg=n)
     assert {k: v["indices"].tolist() for k, v in ctx2.analysis["init"].items()} == \
         {k: v["indices"].tolist() for k, v in ctx.analysis["init"].items()}
+
+
+# --- tsd.dash_t_unit: forward, against the official layer's counter (Subspace-Tuning,
+# CR_MR/peft/src/peft/tuners/lora-dash.py, Linear.forward): every forward of an unmerged layer,
+# training or evaluation, runs `if FLAG < warmup: FLAG += 1; return LoRA`, and the forward that
+# finds FLAG == warmup (forward t + 1) takes the directions from the dW of that moment.
+
+FORWARD_CFG = {"steps": 12, "batch_size": 4, "micro_batch_size": 2, "eval_every": 3}  # 2 forwards a step,
+VAL_ROWS = 5  # and 3 validation forwards (batches of 2) after steps 3, 6, 9 and 12
+
+
+class _Done:
+    """Wraps a method's hooks and records the last optimizer step the loop has completed."""
+
+    def __init__(self, inner):
+        self.inner, self.done = inner, 0
+        self.exports_via_factors = inner.exports_via_factors
+
+    def setup(self, model, ctx):
+        self.inner.setup(model, ctx)
+
+    def after_step(self, model, step, ctx):
+        self.done = step
+        return self.inner.after_step(model, step, ctx)
+
+
+def _official_counter(model, t, s, done):
+    """The official counter on the first adapted layer: counts its forwards; at forward t + 1
+    records the optimizer steps completed and the top-s directions it would take (its
+    calculate_change_rate on the current dW, float32)."""
+    name, layer = next(iter(dash.lora_layers(model)))
+    seen = {"forwards": 0}
+
+    def pre_hook(module, args):
+        seen["forwards"] += 1
+        if seen["forwards"] == t + 1:
+            with torch.no_grad():
+                B, A = layer.lora_B["default"].weight, layer.lora_A["default"].weight
+                dw = (B @ A).float() * layer.scaling["default"]
+                u, sigma, vt = torch.linalg.svd(layer.get_base_layer().weight.float(), full_matrices=False)
+                rates = torch.diag(u.T @ dw @ vt.T).abs() / sigma.abs()
+                seen.update(step=done.done, indices=sorted(torch.topk(rates, s).indices.tolist()))
+
+    layer.register_forward_pre_hook(pre_hook)
+    return name, seen
+
+
+def _forward_run(t, base, tokenizer, examples, micro=2, extra=None):
+    cfg = {**base, **FORWARD_CFG, "micro_batch_size": micro, **(extra or {})}
+    tsd_cfg = {**TSD_CFG, "dash_t": t, "dash_t_unit": "forward"}
+    val, train = examples[:VAL_ROWS], examples[VAL_ROWS:]
+    model, ctx = _setup("lora_dash", cfg, tokenizer, train, tsd_cfg=tsd_cfg)
+    return model, ctx, cfg, train, val
+
+
+# t = 7: forward 8 is a validation forward after step 3; t = 12: forward 13 is step 5's second
+# micro-batch (the official switch comes mid-step: its dW is step 4's); t = 18: forward 19 is
+# step 7's first; micro 1: 4 forwards a step, 5 per validation.
+@pytest.mark.parametrize("t, micro, official", [(7, 2, 3), (12, 2, 4), (18, 2, 6), (17, 1, 3)])
+def test_forward_counted_switch_lands_where_the_official_counter_does(t, micro, official, train_cfg, tokenizer,
+                                                                      examples):
+    model, ctx, cfg, train, val = _forward_run(t, train_cfg, tokenizer, examples, micro)
+    hooks = _Done(registry.METHODS["lora_dash"].hooks)
+    name, seen = _official_counter(model, t, TSD_CFG["dash_s"], hooks)
+    loop.fit(model, tokenizer, train, cfg, 0, hooks=hooks, ctx=ctx, val_examples=val)
+    assert seen["step"] == official  # the official counter, over the same loop
+    assert ctx.timings["switch_step"] == official != t  # ours; with dash_t_unit: step it is t
+    assert sorted(ctx.analysis["switch"][name]["indices"].tolist()) == seen["indices"]
+    # the count is what ran: 12 steps of micro-batches and the validations after steps 3, 6, 9, 12
+    per_step, per_val = -(-4 // micro), -(-VAL_ROWS // micro)
+    assert seen["forwards"] == 12 * per_step + 4 * per_val  # the end's validation (step 12) included
+    assert ctx.forwards.through(12) + per_val == seen["forwards"]
+
+
+def test_step_unit_ignores_micro_batches_and_validation(train_cfg, tokenizer, examples):
+    for unit in ({}, {"dash_t_unit": "step"}):
+        model, ctx, cfg, train, val = _forward_run(12, train_cfg, tokenizer, examples)
+        ctx.tsd = {**TSD_CFG, "dash_t": 12, **unit}
+        loop.fit(model, tokenizer, train, cfg, 0, hooks=registry.METHODS["lora_dash"].hooks, ctx=ctx,
+                 val_examples=val, stop_after=4)
+        assert ctx.forwards.switch_step(12) == 4 and dash.switch_step(ctx) == 12 and not dash.is_active(model)
+
+
+@pytest.mark.parametrize("stop_after", [2, 5])
+def test_forward_counted_switch_resumes_at_the_same_step(stop_after, train_cfg, tokenizer, examples, tmp_path):
+    """t = 18 switches after step 6; a checkpoint at step 2 (before any validation) or 5 (after
+    the one of step 3) resumes to the same switch, directions and losses."""
+    hooks = registry.METHODS["lora_dash"].hooks
+    model, ctx, cfg, train, val = _forward_run(18, train_cfg, tokenizer, examples, extra={"checkpoint_every": 100})
+    full = loop.fit(model, tokenizer, train, cfg, 0, hooks=hooks, ctx=ctx, val_examples=val)
+    assert ctx.timings["switch_step"] == 6
+
+    ckpt = tmp_path / "state.pt"
+    first, ctx1, *_ = _forward_run(18, train_cfg, tokenizer, examples, extra={"checkpoint_every": 100})
+    loop.fit(first, tokenizer, train, cfg, 0, ckpt=ckpt, stop_after=stop_after, hooks=hooks, ctx=ctx1,
+             val_examples=val)
+    assert not dash.is_active(first)
+    torch.manual_seed(99)
+    second, ctx2, *_ = _forward_run(18, train_cfg, tokenizer, examples, extra={"checkpoint_every": 100})
+    resumed = loop.fit(second, tokenizer, train, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2, val_examples=val)
+    assert resumed["resumed_from_step"] == stop_after
+    assert ctx2.timings["switch_step"] == 6 and ctx2.forwards == ctx.forwards
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-5, abs=1e-6)
+    assert [s for s, _ in resumed["val_losses"]] == [3, 6, 9, 12]
+    assert [v for _, v in resumed["val_losses"]] == pytest.approx([v for _, v in full["val_losses"]], rel=1e-5)
+    for (_, a), (_, b) in zip(dash.lora_layers(model), dash.lora_layers(second)):
+        assert a.lora_dash["default"].indices.tolist() == b.lora_dash["default"].indices.tolist()
+
+
+def test_forward_counted_fraction_and_official_commonsense_arithmetic():
+    """The commonsense recipe: batch 16 = micro-batch 16, 120 validation rows in batches of 8
+    (the HF Trainer's default) every 80 steps: forwards 1-80 are steps 1-80, 81-95 the
+    validation, 96-100 steps 81-85, so the official directions are step 85's, not 100's."""
+    cfg = {"batch_size": 16, "micro_batch_size": 16, "eval_every": 80, "val_batch_size": 8}
+    count = loop.forward_count(cfg, 170_000, 120)
+    assert (count.per_step, count.per_validation) == (1, 15)
+    assert count.switch_step(100) == 85 and count.through(85) == 100 and count.through(86) == 101
+    assert loop.forward_count({**cfg, "val_batch_size": None}, 170_000, 120).switch_step(100) == 92
+    c = Context(train=cfg, tsd={"dash_t": 0.5, "dash_t_unit": "forward"}, total_steps=200, cache=None,
+                forwards=count)
+    assert count.through(200) == 230 and dash.switch_step(c) == 100  # half of the run's forwards: 115
+    with pytest.raises(ValueError, match="dash_t_unit.*allowed values: step, forward"):
+        dash.switch_step(Context(train=cfg, tsd={"dash_t": 5, "dash_t_unit": "steps"}, total_steps=9, cache=None))

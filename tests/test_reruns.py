@@ -45,8 +45,8 @@ def _edit(path: Path, old: str, new: str):
 # An edit inside one method's hooks (file under lora_tsd/, text, replacement) and the grid methods
 # whose cells it may change: the hash tests and the copied-tree tests below share them.
 HOOK_EDITS = {
-    "dash_hooks": ("methods/dash.py", 'if step == ctx.steps(ctx.tsd["dash_t"])',
-                   'if step == ctx.steps(ctx.tsd["dash_t"]) + 0', {"lora_dash", "lora_tsd"}),
+    "dash_hooks": ("methods/dash.py", 'if step == switch_step(ctx)',
+                   'if step == switch_step(ctx) + 0', {"lora_dash", "lora_tsd"}),
     "init_hooks": ("methods/lora_init.py", 'n = ctx.steps(ctx.tsd["init_steps"])',
                    'n = ctx.steps(ctx.tsd["init_steps"]) + 0', {"lora_init", "lora_tsd"}),
 }
@@ -99,7 +99,8 @@ def test_no_shared_module_imports_a_methods_own_module():
 
     own = {f"lora_tsd.{m}" for spec in METHODS.values() for m in spec.modules}
     entries = ("lora_tsd.training.cell", "lora_tsd.training.launch", "lora_tsd.evaluation.scoring",
-               "lora_tsd.aggregate.tables", "lora_tsd.aggregate.figures.draw", "lora_tsd.data.prepare")
+               "lora_tsd.evaluation.forgetting", "lora_tsd.aggregate.tables", "lora_tsd.aggregate.figures.draw",
+               "lora_tsd.data.prepare")
     shared = set().union(*(codehash.closure(e) for e in entries)) - own - {"lora_tsd.methods.registry"}
     assert "lora_tsd.training.loop" in shared and "lora_tsd.methods.hooks" in shared
     for module in shared:

@@ -3,6 +3,7 @@ import torch
 from peft import PeftModel
 
 from lora_tsd.data import encoding
+from lora_tsd.data.holdout import holdout
 from lora_tsd.methods import registry
 from lora_tsd.tiny import make_llama
 from lora_tsd.training import loop
@@ -196,12 +197,12 @@ def test_holdout_is_llm_adapters_train_test_split():
     import datasets
 
     rows = [{"instruction": f"q{i}", "output": str(i)} for i in range(50)]
-    train_rows, val_rows = loop.holdout(rows, 12)
+    train_rows, val_rows = holdout(rows, 12)
     ref = datasets.Dataset.from_list(rows).train_test_split(test_size=12, shuffle=True, seed=42)
     assert val_rows == ref["test"].to_list() and train_rows == ref["train"].to_list()
-    assert loop.holdout(rows, 0) == (rows, [])
+    assert holdout(rows, 0) == (rows, [])
     with pytest.raises(ValueError, match="val_size"):
-        loop.holdout(rows, 50)
+        holdout(rows, 50)
 
 
 def test_validation_loss_is_recorded_and_the_best_adapter_kept(tokenizer, examples, train_cfg):

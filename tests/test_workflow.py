@@ -168,16 +168,29 @@ def test_killed_training_job_leaves_no_result_and_rerun_resumes_only_it(workdir,
     assert len(acc) == 1 + len(config["methods"])
 
 
-def test_a_method_with_its_own_stage_runs_that_rule_once_for_all_seeds(workdir, smoke_run):
-    config = {**SMOKE, "methods": ["eva"], "seeds": [0, 1], "tasks": ["arc_easy", "sst2"]}
+def test_methods_with_their_own_stages_run_each_stage_once_per_what_it_depends_on(workdir, smoke_run):
+    methods = ["eva", "corda", "lora_ga", "lora_one"]
+    config = {**SMOKE, "methods": ["lora", *methods], "seeds": [0, 1], "tasks": ["arc_easy", "sst2"]}
     proc = _snakemake(workdir, config)
     jobs = _jobs(proc.stdout + proc.stderr)
-    assert jobs.get("eva_init") == 2 and jobs.get("train") == 4, jobs  # one per train set, not per seed
-    assert (workdir / GRID / "stages/tiny-llama/commonsense170k/eva_r4.pt").exists()
-    assert (workdir / GRID / "stages/tiny-bert/sst2/eva_r4.pt").exists()
+    # EVA's and CorDA's per train set (not per seed); the gradient per train set and seed (a
+    # classifier's head is seeded), for each of its two methods
+    assert jobs.get("eva_init") == 2 and jobs.get("corda_init") == 2 and jobs.get("gradient_init") == 8, jobs
+    assert jobs.get("train") == 18, jobs  # 4 methods x 2 train sets x 2 seeds, and lora's seed 1
+    stages = workdir / GRID / "stages"
+    kept = {p.relative_to(stages).as_posix() for p in stages.rglob("*.pt")}
+    assert {"tiny-llama/commonsense170k/eva_r4.pt", "tiny-bert/sst2/corda_r4.pt"} <= kept
+    # a gradient is as large as the adapted matrices: gone once its cells trained (its log stays)
+    assert not any("_grad_" in p for p in kept)
+    assert (stages / "tiny-llama/commonsense170k/lora_ga_grad_s1.log").exists()
     df = pd.read_csv(workdir / GRID / "leaderboard.csv")
-    eva = df[(df["method"] == "eva") & (df.metric.isin(["acc", "accuracy"])) & (df.protocol != "generative")]
-    assert sorted(zip(eva["task"], eva["seed"])) == [("arc_easy", 0), ("arc_easy", 1), ("sst2", 0), ("sst2", 1)]
+    scored = df[df.metric.isin(["acc", "accuracy"]) & (df.protocol != "generative")]
+    for method in methods:
+        cells = scored[scored["method"] == method]
+        assert sorted(zip(cells["task"], cells["seed"])) == [("arc_easy", 0), ("arc_easy", 1), ("sst2", 0), ("sst2", 1)]
+    # the stage's time and rows are the cell's cost
+    record = json.loads(next((workdir / GRID).rglob("lora_one/r4/s1/train.json")).read_text())
+    assert record["init_s"] > 0 and record["init_rows"] > 0 and record["train_time_s"] >= record["init_s"]
 
 
 def test_every_cell_has_a_ci_and_every_method_a_paired_comparison_with_lora(workdir, smoke_run):
@@ -193,6 +206,29 @@ def test_every_cell_has_a_ci_and_every_method_a_paired_comparison_with_lora(work
     assert pd.read_csv(workdir / GRID / "paired.csv").shape[0] == len(compared)
     md = (workdir / GRID / "leaderboard.md").read_text()
     assert md.count("### Paired with LoRA") == 4 and md.count("### Cost") == 3  # per protocol, per family
+
+
+def test_forgetting_is_scored_once_per_causal_cell_and_shown_in_the_cost_tables(workdir, smoke_run):
+    """The base model once, each tiny-llama cell once (commonsense and instruction), none for
+    tiny-bert; the cost tables show the value for the causal families and n/a for GLUE."""
+    base = json.loads((workdir / GRID / "runs/tiny-llama/base/forgetting.json").read_text())
+    assert base["sample"]["rows"] == 60 and base["tokens"] > 0 and base["max_length"] == 512
+    cells = sorted((workdir / GRID / "runs").glob("*/*/*/r4/s0/forgetting.json"))
+    assert len(cells) == 2 * len(SMOKE["methods"]) and all("tiny-llama" in str(c) for c in cells)
+    for path in cells:
+        rec = json.loads(path.read_text())
+        assert rec["base_ce"] == base["ce"] and rec["token_sha256"] == base["token_sha256"]
+        assert rec["forgetting"] == pytest.approx(rec["ce"] - base["ce"])
+    md = (workdir / GRID / "leaderboard.md").read_text()
+    for family in ("commonsense", "instruction", "glue"):
+        cost = md.split(f"### Cost — {family}")[1].split("##")[0]
+        rows = [line for line in cost.splitlines() if line.startswith("| tiny-")]
+        assert "forgetting (nats/token)" in cost and len(rows) == len(SMOKE["methods"])
+        last = [row.rstrip(" |").rsplit("|", 1)[1].strip() for row in rows]
+        assert all(v == "n/a" for v in last) if family == "glue" else all(v[0] in "+-" for v in last), last
+    df = pd.read_csv(workdir / GRID / "leaderboard.csv")
+    assert df.loc[df.model == "tiny-bert", "forgetting"].isna().all()
+    assert df.loc[(df.model == "tiny-llama") & (df.method != "base"), "forgetting"].notna().all()
 
 
 @pytest.mark.browser

@@ -139,13 +139,14 @@ def overlap_table(train_records: list[dict]) -> pd.DataFrame:
 
 def switch_step(record: dict) -> int | None:
     """The optimizer step of LoRA-Dash's switch: as recorded, else tsd.dash_t (steps when
-    >= 1, a fraction of the run's planned steps below 1); None for methods without one."""
+    >= 1, a fraction of the run's planned steps below 1; None when it counts forward calls,
+    tsd.dash_t_unit: forward); None for methods without one."""
     if record.get("method") not in DASHING:
         return None
     if record.get("switch_step") is not None:
         return int(record["switch_step"])
     t = (record.get("tsd_config") or {}).get("dash_t")
-    if t is None:
+    if t is None or (record.get("tsd_config") or {}).get("dash_t_unit", "step") != "step":
         return None
     if t >= 1:
         return int(t)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import atomic
+from . import forgetting
 from . import reproduction
 from . import items as item_scores
 from . import uncertainty
@@ -121,6 +122,9 @@ def summarise(df: pd.DataFrame, items: dict | None = None) -> pd.DataFrame:
         train_time_s=("train_time_s", "mean"), peak_mem_mb=("peak_mem_mb", "max"),
         tokens_per_s=("tokens_per_s", "mean"), adapter_bytes=("adapter_bytes", "mean")).reset_index()
     out = out.merge(costs, on=ROW, how="left")
+    if "forgetting" in df.columns:  # forgetting is scored (write's forgetting_files)
+        out["rank"] = out["rank"].astype("string")
+        out = out.merge(forgetting.per_row(df), on=["family", "model", "method", "rank"], how="left")
     if items:
         out = uncertainty.intervals(out, items)
     return out
@@ -192,10 +196,13 @@ def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataF
 
 def cost_table(summary: pd.DataFrame, family: str) -> pd.DataFrame:
     """What each trained row cost: parameters (and % of the base model), peak memory, train
-    time with any init stage, throughput and adapter size; means over seeds and train sets."""
+    time with any init stage, throughput and adapter size; means over seeds and train sets;
+    and, where forgetting is scored, its mean ± std (n/a for encoder families)."""
     part = summary[(summary.family == family) & (summary.method != "base")].drop_duplicates(
         ["model", "method", "rank"])
     pct = 100 * part["trainable_params"] / part["base_params"]
+    scored = {forgetting.COLUMN: [forgetting.cell_text(family, m, s) for m, s in
+                                  zip(part["forgetting"], part["forgetting_std"])]} if "forgetting" in part else {}
     return pd.DataFrame({
         "model": part["model"], "method": part["method"], "rank": part["rank"],
         "trainable params": [_fmt(int(v), 0) if pd.notna(v) else "-" for v in part["trainable_params"]],
@@ -204,6 +211,7 @@ def cost_table(summary: pd.DataFrame, family: str) -> pd.DataFrame:
         "train time (s)": [_fmt(float(v), 1) for v in part["train_time_s"]],
         "tokens/s": [_fmt(float(v), 0) for v in part["tokens_per_s"]],
         "adapter (MB)": [_fmt(float(v) / 2**20, 2) if pd.notna(v) else "-" for v in part["adapter_bytes"]],
+        **scored,
     })
 
 
@@ -214,9 +222,13 @@ def cells_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     part = df[(df.family == family) & (df.method != "base")].drop_duplicates(["model", "train_set", "method", "rank", "seed"])
     out = part[cols].astype(object)  # "-" for a missing value, whatever the column's dtype
     out = out.where(out.notna(), "-")
-    return out.assign(final_loss=part["final_loss"].map(lambda v: _fmt(v, 4)),
-                      train_time_s=part["train_time_s"].map(lambda v: _fmt(v, 1)),
-                      commit=part["commit"].map(lambda c: "-" if pd.isna(c) else str(c)[:10]))
+    out = out.assign(final_loss=part["final_loss"].map(lambda v: _fmt(v, 4)),
+                     train_time_s=part["train_time_s"].map(lambda v: _fmt(v, 1)),
+                     commit=part["commit"].map(lambda c: "-" if pd.isna(c) else str(c)[:10]))
+    if "forgetting" in part:  # forgetting is scored: the cell's own value (n/a for encoder families)
+        out.insert(len(cols) - 2, "forgetting",
+                   [forgetting.cell_text(family, v, float("nan")) for v in part["forgetting"]])
+    return out
 
 
 def _p(p: float) -> str:
@@ -279,10 +291,11 @@ def with_selected(table: pd.DataFrame, selected: dict | None, family: str) -> pd
 
 
 def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None,
-           selected: dict | None = None) -> list[tuple]:
+           selected: dict | None = None, forgetting_bases: list[dict] | None = None) -> list[tuple]:
     """The leaderboard as (family or None, tag, content) blocks, tag one of h1/h2/h3/p/li/table:
     rendered as the markdown leaderboard and as each family's page of the HTML report.
-    `selected` ((model, family, method, rank) -> setting label) makes it a sweep's tuned leaderboard."""
+    `selected` ((model, family, method, rank) -> setting label) makes it a sweep's tuned leaderboard;
+    `forgetting_bases` (the base models' forgetting records) says what the forgetting column measured."""
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
     compared = compared if compared is not None else pd.DataFrame(columns=uncertainty.KEY + ["significant"])
     setting = stamp.get("setting", "")
@@ -329,15 +342,16 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
                 (family, "p", "Means over seeds and train sets. Train time includes any init stage (LoRA-Init's "
                  "warm-up, EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS "
                  "on CPU."),
+                *([(family, "p", forgetting.note(family, forgetting_bases))] if forgetting_bases is not None else []),
                 (family, "table", with_selected(cost_table(summary, family), selected, family))]
     return out + [("reproduction", tag, content)
                   for tag, content in reproduction.blocks(reproduction.table(summary), setting or NO_SWEEP)]
 
 
 def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None,
-                selected: dict | None = None) -> str:
+                selected: dict | None = None, forgetting_bases: list[dict] | None = None) -> str:
     lines = []
-    for _, tag, content in blocks(df, summary, stamp, compared, selected):
+    for _, tag, content in blocks(df, summary, stamp, compared, selected, forgetting_bases):
         if tag == "table":
             lines += [content.to_markdown(index=False, disable_numparse=True), ""]
         elif tag == "li":
@@ -373,11 +387,18 @@ def to_html(all_blocks: list[tuple], family: str | None, title: str) -> str:
 
 def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str | Path,
           out_csv: str | Path, out_json: str | Path, out_paired: str | Path | None = None,
-          out_pages: dict[str | None, str | Path] | None = None, selected: dict | None = None) -> pd.DataFrame:
+          out_pages: dict[str | None, str | Path] | None = None, selected: dict | None = None,
+          forgetting_files: list[str | Path] | None = None) -> pd.DataFrame:
     """The markdown, CSV and JSON leaderboards, the paired comparisons (CSV) and, per key of
     out_pages (a family, 'reproduction', or None: the whole leaderboard), an HTML page for the
-    report. With `selected`, a sweep's tuned leaderboard (stamp: its title and setting line)."""
+    report. With `selected`, a sweep's tuned leaderboard (stamp: its title and setting line).
+    With `forgetting_files` (the base models' and cells' forgetting records; a list, maybe
+    empty, when forgetting is scored), a forgetting column in the CSV and the cost tables."""
     df = load_records(eval_files)
+    bases = None
+    if forgetting_files is not None:
+        cells, bases = forgetting.load(forgetting_files)
+        df = forgetting.attach(df, cells)
     stamp = {**stamp, "cell_commits": sorted(c for c in df["commit"].dropna().unique())}
     scores = item_scores.load(eval_files)
     summary = summarise(df, scores)
@@ -388,9 +409,12 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
     atomic.write_json(out_json, {"stamp": stamp, "config": config, "protocols": PROTOCOLS,
                                  "summary": json.loads(summary.to_json(orient="records")),
                                  "comparisons": json.loads(compared.to_json(orient="records")),
-                                 "reproduction": json.loads(reproduction.table(summary).to_json(orient="records"))})
-    atomic.write_text(out_md, to_markdown(df, summary, stamp, compared, selected))
-    parts = blocks(df, summary, stamp, compared, selected)
+                                 "reproduction": json.loads(reproduction.table(summary).to_json(orient="records")),
+                                 **({"forgetting": {"base": bases,
+                                                    "cells": json.loads(cells.to_json(orient="records"))}}
+                                    if bases is not None else {})})
+    atomic.write_text(out_md, to_markdown(df, summary, stamp, compared, selected, bases))
+    parts = blocks(df, summary, stamp, compared, selected, bases)
     name, board = config.get("name", "grid"), stamp.get("title", "Leaderboard").lower()
     if None in (out_pages or {}):
         atomic.write_text(out_pages[None], to_html(parts, None, f"{name} {board}"))

@@ -126,9 +126,32 @@ def switch(model, svd_of, factors, adapter: str = "default", select: str = "rate
     return out
 
 
+# What tsd.dash_t counts: optimizer steps (ours), or forward calls as the official layer counts them.
+T_UNITS = ("step", "forward")
+
+
+def switch_step(ctx) -> int:
+    """The optimizer step after which the dash turns on. `dash_t_unit: step` (the default): t
+    steps (t < 1: that share of the run's steps). `forward`: t forward calls as the official
+    layer counts them (ctx.forwards: every micro-batch's and every validation batch's; t < 1:
+    that share of the forwards up to the last step's), switching after the last step whose
+    micro-batches all ran within the first t forwards: the official layer selects in forward
+    t + 1, from the dW of the steps completed by then (Forwards.switch_step)."""
+    t, unit = ctx.tsd["dash_t"], ctx.tsd.get("dash_t_unit", "step")
+    if unit not in T_UNITS:
+        raise ValueError(f"tsd.dash_t_unit: unknown value {unit!r}; allowed values: {', '.join(T_UNITS)}")
+    if unit == "step":
+        return ctx.steps(t)
+    if ctx.forwards is None:
+        raise ValueError("tsd.dash_t_unit: forward needs the training loop's forward count (ctx.forwards)")
+    n = int(t) if t >= 1 else int(round(t * ctx.forwards.through(ctx.total_steps)))
+    return ctx.forwards.switch_step(n)
+
+
 class DashHooks(Hooks):
-    """LoRA-Dash: pre-launch as plain LoRA for t optimizer steps, then the dash phase along the
-    directions `select` picks (tsd.SELECTIONS: the TSDs, or an ablation's)."""
+    """LoRA-Dash: pre-launch as plain LoRA for t optimizer steps (or t forward calls, as the
+    official layer counts them: tsd.dash_t_unit), then the dash phase along the directions
+    `select` picks (tsd.SELECTIONS: the TSDs, or an ablation's)."""
 
     exports_via_factors = True
 
@@ -141,7 +164,7 @@ class DashHooks(Hooks):
         attach(model, int(ctx.tsd["dash_s"]))
 
     def after_step(self, model, step, ctx):
-        if step == ctx.steps(ctx.tsd["dash_t"]) and not is_active(model):
+        if step == switch_step(ctx) and not is_active(model):
             t0 = time.perf_counter()
             ctx.analysis["switch"] = switch(model, ctx.svd_of, export.effective_factors, select=self.select,
                                             seed=ctx.seed)

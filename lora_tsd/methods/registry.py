@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from peft import PeftConfig, VeraConfig, get_peft_model
 
-from . import eva
+from . import corda, eva, lora_ga, lora_one
 from .dash import DashHooks
 from .hooks import Chain, Hooks
 from .lora import for_task, lora_config
@@ -42,7 +42,7 @@ class Method:
 
 
 # The tsd options each TSD method reads (svd_cache only says where SVDs are kept).
-DASH = ("dash_t", "dash_s", "svd_dtype")
+DASH = ("dash_t", "dash_t_unit", "dash_s", "svd_dtype")
 INIT = ("init_estimate", "init_steps", "init_scale", "init_residualise", "svd_dtype")
 
 METHODS: dict[str, Method] = {
@@ -62,7 +62,17 @@ METHODS: dict[str, Method] = {
         Method("vera", "VeRA (Kopiczko et al. 2024): shared frozen random A, B; trainable scaling vectors",
                lambda r, train, targets: VeraConfig(r=r, target_modules=targets, vera_dropout=train["lora_dropout"])),
         Method("eva", "EVA (Paischer et al. 2024): A from the SVD of layer inputs over training batches",
-               eva.peft_config, eva.EvaHooks(), stage="eva_init", modules=("methods.eva",)),
+               eva.peft_config, eva.EvaHooks(), stage="eva_init", modules=("methods.eva", "methods.stage")),
+        # Data-driven inits nearest to LoRA-Init, each with its own workflow stage.
+        Method("lora_ga", "LoRA-GA (Wang et al. 2024) through peft: A, B from the SVD of the full gradient "
+               "over training rows, residualised", lora_ga.peft_config, lora_ga.LoraGAHooks(),
+               stage="gradient_init", modules=("methods.lora_ga", "methods.stage")),
+        Method("corda", "CorDA (Yang et al. 2024, IPM) through peft: A, B from the SVD of W times the input "
+               "covariance of training rows, residualised", corda.peft_config, corda.CordaHooks(),
+               stage="corda_init", modules=("methods.corda", "methods.stage")),
+        Method("lora_one", "LoRA-One (Zhang et al. 2025): A, B from the SVD of the one-step full gradient, "
+               "residualised", lora_config, lora_one.LoraOneHooks(), stage="gradient_init",
+               modules=("methods.lora_one", "methods.lora_ga", "methods.stage")),
         Method("lora_dash", "LoRA-Dash (Si et al. 2025): LoRA, then a dash along the top-s TSDs",
                lora_config, DashHooks(), "tsd", modules=("methods.dash",), switches=True, tsd_options=DASH),
         # The paper's direction ablations: the same dash along other directions than the TSDs.

@@ -8,6 +8,7 @@ import jsonschema
 import yaml
 
 from .. import models, provenance
+from ..data.general_text import TEXTS
 from ..data.tasks import FAMILIES, TASKS, TRAIN_SETS
 from ..methods.registry import METHODS
 from ..training.checkpoint import RESULT_NEUTRAL, result_train  # noqa: F401  (the workflow reads both here)
@@ -29,8 +30,10 @@ def result_eval(eval_cfg: dict) -> dict:
 
 
 def result_tsd(tsd_cfg: dict) -> dict:
-    """tsd options that can change a result (svd_cache is where SVDs are kept)."""
-    return {k: v for k, v in tsd_cfg.items() if k != "svd_cache"}
+    """tsd options that can change a result (svd_cache is where SVDs are kept). dash_t_unit
+    is left out at its default (step), so grids from before the option keep their params,
+    checkpoints and stamps; the methods read a missing one as step."""
+    return {k: v for k, v in tsd_cfg.items() if k != "svd_cache" and not (k == "dash_t_unit" and v == "step")}
 
 
 def result_config(config: dict) -> dict:
@@ -43,6 +46,29 @@ def result_config(config: dict) -> dict:
     out["eval"] = result_eval(config.get("eval", {}))
     out["tsd"] = result_tsd(config.get("tsd", {}))
     return out
+
+
+def forgetting_options(config: dict) -> dict:
+    """The `forgetting` section with the schema's defaults filled in."""
+    keys = yaml.safe_load(SCHEMA.read_text())["properties"]["forgetting"]["properties"]
+    given = config.get("forgetting") or {}
+    return {key: given.get(key, spec.get("default")) for key, spec in keys.items()}
+
+
+def _forgetting_problems(config: dict) -> list[str]:
+    """An embedded text is named by one of TEXTS and has the rows asked for (a hub slice's
+    shape is the schema's to check; its row count is known once it is read)."""
+    section = config.get("forgetting")
+    if not isinstance(section, dict):
+        return []
+    text, rows = section.get("text", "mtbench-reference"), section.get("rows")
+    if isinstance(text, str) and text not in TEXTS:
+        return [f"config key 'forgetting.text': unknown value {text!r}; allowed values: {', '.join(sorted(TEXTS))}, "
+                f"or a hub slice {{dataset, config, split, field}}"]
+    if isinstance(text, str) and isinstance(rows, int) and not isinstance(rows, bool) and rows > TEXTS[text].rows:
+        return [f"config key 'forgetting.rows': {rows} rows of {text}, which has {TEXTS[text].rows}; "
+                f"allowed values: 1 to {TEXTS[text].rows}"]
+    return []
 
 
 def short_hash(obj) -> str:
@@ -188,12 +214,15 @@ def _consistency_problems(config: dict) -> list[str]:
             problems.append(f"config key 'train.gpus': {cell['gpus']} processes for batches of {cell['batch_size']} "
                             f"rows ({method}); allowed values: 1 to train.batch_size")
     dashing = {m for m in config.get("methods", []) if m in METHODS and METHODS[m].switches}
-    steps = train.get("steps")
-    t = config.get("tsd", {}).get("dash_t", 100)
-    if dashing and isinstance(steps, int) and isinstance(t, (int, float)) and t >= 1 and t >= steps:
+    steps, tsd_cfg = train.get("steps"), config.get("tsd", {})
+    t = tsd_cfg.get("dash_t", 100)
+    limit = sweep_checks.switch_limit(train, tsd_cfg) if dashing and isinstance(t, (int, float)) and t >= 1 else None
+    if limit is not None and t >= limit:
+        counted = (f"the {limit} forward calls up to train.steps ({steps}) (tsd.dash_t_unit: forward)"
+                   if tsd_cfg.get("dash_t_unit") == "forward" else f"train.steps ({steps})")
         problems.append(
-            f"config key 'tsd.dash_t': {t} is not below train.steps ({steps}), so {sorted(dashing)} would "
-            f"never switch; allowed values: 0 <= dash_t < {steps}, or a fraction below 1"
+            f"config key 'tsd.dash_t': {t} is not below {counted}, so {sorted(dashing)} would "
+            f"never switch; allowed values: 0 <= dash_t < {limit}, or a fraction below 1"
         )
     return problems
 
@@ -234,7 +263,7 @@ def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Raise ConfigError listing every problem; return None when the config is usable."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config, schema)
-                + _override_problems(config, schema))
+                + _override_problems(config, schema) + _forgetting_problems(config))
     if not problems:
         problems = sweep_checks.problems(config, schema, known_methods(config))
     if not problems:

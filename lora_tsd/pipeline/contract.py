@@ -74,3 +74,11 @@ def check_run(run_dir: str | Path, expected: dict, producer: str) -> dict:
         raise ContractError(f"{run_dir} does not meet the run-folder contract (written by rule '{producer}'; "
                             f"schema: {SCHEMA.relative_to(SCHEMA.parents[3])}):\n  " + "\n  ".join(problems))
     return record
+
+
+def check_cell(adapter: str | Path, model_name: str, wildcards, producer: str) -> dict:
+    """The train record of the cell whose adapter a job reads (evaluation, forgetting), once its
+    folder meets the contract, whichever rule trained it (built in or an external baseline)."""
+    expected = {"model": model_name, "train_set": wildcards.train_set, "method": wildcards.method,
+                "rank": int(wildcards.rank), "seed": int(wildcards.seed)}
+    return check_run(Path(adapter).parent, expected, producer)

@@ -28,11 +28,15 @@ def weight_patterns(files: list[str]) -> list[str]:
 
 
 def hub_needs(config: dict) -> dict[str, list[str]]:
-    """Hub models, and what reads hub datasets (data_source: hub; train_data hub ids)."""
+    """Hub models, and what reads hub datasets (data_source: hub; train_data hub ids; a hub
+    forgetting text)."""
     hub_models = [m for m in config.get("models", []) if models.is_hub_id(m) and not local_path(m)]
     datasets = [f"data_source: hub ({len(config.get('tasks', []))} tasks)"] if config.get("data_source") == "hub" else []
     datasets += [f"train_data.{ts}: {v}" for ts, v in (config.get("train_data") or {}).items()
                  if config.get("data_source") == "hub" and not local_path(v)]
+    forgetting = config.get("forgetting") or {}
+    if forgetting.get("enabled", True) and isinstance(forgetting.get("text"), dict):
+        datasets.append(f"forgetting.text: {forgetting['text'].get('dataset')}")
     return {"models": hub_models, "datasets": datasets}
 
 

@@ -9,6 +9,7 @@ import jsonschema
 from ..data.tasks import FAMILIES, TASKS, TRAIN_SETS
 from ..methods.registry import METHODS
 from ..training.checkpoint import RESULT_NEUTRAL
+from ..training.loop import forward_count
 from . import sweep
 from .cells import cell_train, merge_train
 from .messages import key_path, unknown
@@ -29,6 +30,19 @@ METRICS = {"loglik": ("acc", "acc_norm"), "generative": ("acc",),
            "ifeval": ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
                       "inst_level_loose_acc"),
            "glue": ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")}
+
+
+def switch_limit(train: dict, tsd_cfg: dict) -> int | None:
+    """The smallest whole dash_t (>= 1) with which LoRA-Dash would never switch before the
+    end of a run of train.steps steps (None when the run is counted in epochs): the steps, or
+    under tsd.dash_t_unit: forward the forward calls up to the last step's (batch_size rows a
+    batch; methods.dash.switch_step)."""
+    steps = train.get("steps")
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        return None
+    if tsd_cfg.get("dash_t_unit", "step") != "forward":
+        return steps
+    return forward_count(train, train["batch_size"], train.get("val_size") or 0).through(steps)
 
 
 def grid_cells(config: dict, known: dict) -> list[tuple[str, str, str]]:
@@ -136,11 +150,14 @@ def _candidate_problems(config: dict, validators: dict, family: str, train_set: 
                                 f"makes the fraction {base[key]} into {values[key]}, a count of steps; allowed "
                                 f"values: factors that keep it below 1")
         t, steps = merged["tsd"].get("dash_t"), merged["train"].get("steps")
-        if METHODS.get(method) and METHODS[method].switches and isinstance(steps, int) \
-                and isinstance(t, (int, float)) and 1 <= t and steps <= t and "tsd.dash_t" in given:
-            problems.append(f"config key '{_path(given['tsd.dash_t'][0], family, method, 'tsd.dash_t')}': "
-                            f"candidate {name}: dash_t {t} is not below its steps ({steps}), so {method} would "
-                            f"never switch; allowed values: 0 <= dash_t < steps, or a fraction below 1")
+        swept = next((k for k in ("tsd.dash_t", "tsd.dash_t_unit") if k in given), None)
+        limit = switch_limit(merged["train"], merged["tsd"]) if isinstance(t, (int, float)) and 1 <= t else None
+        if METHODS.get(method) and METHODS[method].switches and swept and limit is not None and limit <= t:
+            counted = (f"the {limit} forward calls up to its steps ({steps})"
+                       if merged["tsd"].get("dash_t_unit") == "forward" else f"its steps ({steps})")
+            problems.append(f"config key '{_path(given[swept][0], family, method, swept)}': "
+                            f"candidate {name}: dash_t {t} is not below {counted}, so {method} would "
+                            f"never switch; allowed values: 0 <= dash_t < {limit}, or a fraction below 1")
     return problems
 
 

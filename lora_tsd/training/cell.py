@@ -13,6 +13,7 @@ import torch
 
 from .. import atomic, faults, models, provenance
 from ..data.encoding import encode
+from ..data.holdout import holdout
 from ..data.prepare import read_jsonl
 from ..data.tasks import TRAIN_SETS
 from ..methods import export, registry, tsd
@@ -20,7 +21,7 @@ from ..methods.hooks import Context
 from . import collectives
 from .analysis import Traced, adapter_changes, analysis_arrays, full_changes, originals
 from .checkpoint import read_checkpoint, run_fingerprint
-from .loop import fit, holdout, make_batch, seed_everything, sync_adapter, total_steps
+from .loop import fit, make_batch, seed_everything, sync_adapter, total_steps
 
 
 def base_dtype(cfg: dict, method: str, fmt: str, device) -> torch.dtype:

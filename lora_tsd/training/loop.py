@@ -16,7 +16,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .. import faults
 from ..data.encoding import collate, encode
-from ..methods.hooks import Context, Hooks
+from ..methods.hooks import Context, Forwards, Hooks
 from . import collectives
 from .checkpoint import (adapter_state, load_adapter_state, mirror_flags, read_checkpoint, restore, rng_state,
                          run_fingerprint, save_checkpoint)
@@ -75,6 +75,22 @@ def trim_padding(part: dict) -> dict:
     return {k: v[:, cols] if v.dim() == 2 and v.shape[1] == width else v for k, v in part.items()}
 
 
+def validation_batch_size(cfg: dict) -> int:
+    """Rows per validation forward: `val_batch_size`, else the micro-batch (else the batch)."""
+    return cfg.get("val_batch_size") or cfg.get("micro_batch_size") or cfg["batch_size"]
+
+
+def forward_count(cfg: dict, n_examples: int, n_val: int) -> Forwards:
+    """The forward calls fit() runs, as one process running the whole batch: each step's
+    micro-batches (a batch holds min(batch_size, n) rows, micro_batches() cuts it in slices of
+    micro_batch_size), and each validation's batches (every `eval_every` steps, when rows are
+    held out; the one at the end without eval_every comes after the last step)."""
+    rows = min(cfg["batch_size"], max(n_examples, 1))
+    per_validation = math.ceil(n_val / validation_batch_size(cfg)) if n_val else 0
+    return Forwards(per_step=math.ceil(rows / min(cfg.get("micro_batch_size") or rows, rows)),
+                    val_every=(cfg.get("eval_every") or 0) if n_val else 0, per_validation=per_validation)
+
+
 def total_steps(cfg: dict, n_examples: int) -> int:
     """Optimizer steps of a run: `steps`, or `epochs` passes over the train set (each epoch is
     n // batch_size steps, the batch order's epoch length)."""
@@ -83,24 +99,12 @@ def total_steps(cfg: dict, n_examples: int) -> int:
     return int(cfg["steps"])
 
 
-def holdout(rows: list, size: int, seed: int = 42) -> tuple[list, list]:
-    """(train, validation): `size` rows held out as LLM-Adapters does with
-    datasets' `train_test_split(test_size=size, shuffle=True, seed=42)` (the same rows; a test
-    compares with datasets)."""
-    if not size:
-        return list(rows), []
-    if size >= len(rows):
-        raise ValueError(f"train.val_size {size} leaves no training rows (the train set has {len(rows)})")
-    order = np.random.default_rng(seed).permutation(len(rows))
-    return [rows[i] for i in order[size:]], [rows[i] for i in order[:size]]
-
-
 @torch.no_grad()
 def validation_loss(model, encoded: list[dict], cfg: dict, pad_id: int, device, amp_dtype, fmt: str) -> float:
     """Mean answer-token loss over the held-out rows (token-weighted across batches), in eval mode."""
     was_training = model.training
     model.eval()
-    size = cfg.get("micro_batch_size") or cfg["batch_size"]
+    size = validation_batch_size(cfg)
     total, weight = 0.0, 0.0
     for i in range(0, len(encoded), size):
         batch = {k: v.to(device) for k, v in collate(encoded[i:i + size], pad_id, fmt).items()}
@@ -182,6 +186,8 @@ def fit(model, tokenizer, examples: list[dict], cfg: dict, seed: int, ckpt: Path
     best = curves.get("best")  # {"step", "loss", "state"}: the lowest validation loss so far
     if start == 0:  # each process its own dropout masks (the batch order is seeded apart)
         seed_everything(seed + 1_000_003 * collectives.process_rank())
+    if ctx is not None:  # what LoRA-Dash's forward-counted t reads (a pure function of the step)
+        ctx.forwards = forward_count(cfg, len(encoded), len(val_encoded))
     _after_step(hooks, model, start, ctx)
     model.train()
     tokens, t0 = 0, time.perf_counter()

@@ -19,6 +19,7 @@ rule aggregate:
         base=base_cells(),
         data=[data_dir(task) for task in config["tasks"]],
         train_sets=[train_set_dir(ts) for ts in train_sets_for(config["tasks"])],
+        forgetting=forgetting_records(),
     output:
         md=f"{GRID}/leaderboard.md",
         page=report(f"{GRID}/report/leaderboard.html", caption="../report/leaderboard.rst", category="Leaderboard"),
@@ -34,6 +35,7 @@ rule aggregate:
         config=result_config(config),
         code=code_hash("lora_tsd.aggregate.tables"),
         families=GRID_FAMILIES,
+        forgetting=FORGETTING["enabled"],
         setting=("each method at its shared setting (the train sections' values, no sweep candidate): "
                  + "; ".join(f"{m} on {ts}: {shared_setting(ts, m)}" for ts in train_sets_for(config["tasks"])
                              for m in config["methods"])) if SWEEP else "",

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from snakemake.utils import validate
 
 from lora_tsd import models
+from lora_tsd.data import general_text
 from lora_tsd.data.prepare import train_set_origin
 from lora_tsd.data.tasks import TASKS, TRAIN_SETS, train_sets_for
 from lora_tsd.methods.registry import METHODS
@@ -43,7 +44,8 @@ if not any(hub.hub_needs(config).values()):
 TSD_METHODS = {name for name, m in METHODS.items() if m.option_group == "tsd"}
 SLUGS = {models.slug(m): m for m in config["models"]}
 WHEELS = {assets.wheel_stem(r): r for r in
-          [assets.DATA_PACKAGE] + [s.package for s in models.EMBEDDED_MODELS.values() if s.package]}
+          [assets.DATA_PACKAGE] + [s.package for s in models.EMBEDDED_MODELS.values() if s.package]
+          + [t.package for t in general_text.TEXTS.values()]}
 # Each model meets the tasks of its kind (a causal LM the commonsense and instruction tasks,
 # an encoder GLUE); the config check made sure every task has a model of its kind.
 PAIRS = [(slug, task) for slug, name in SLUGS.items() for task in config["tasks"]

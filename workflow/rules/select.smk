@@ -37,6 +37,7 @@ rule tuned:
         base=base_cells(),
         data=[data_dir(task) for task in config["tasks"]],
         train_sets=[train_set_dir(ts) for ts in train_sets_for(config["tasks"])],
+        forgetting=forgetting_records(shared_only=False),
     output:
         md=f"{GRID}/tuned/leaderboard.md",
         page=report(f"{GRID}/report/tuned.html", caption="../report/tuned.rst", category="Tuned"),
@@ -47,6 +48,7 @@ rule tuned:
     params:
         config=result_config(config),
         code=code_hash("lora_tsd.aggregate.selection"),
+        forgetting=FORGETTING["enabled"],
     log:
         f"{GRID}/tuned/tuned.log",
     script:

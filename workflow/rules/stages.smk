@@ -20,4 +20,41 @@ rule eva_init:
     log:
         GRID + "/stages/{model}/{train_set}/eva_r{rank}.log",
     script:
-        "../scripts/eva_init.py"
+        "../scripts/stage.py"
+
+
+
+# LoRA-GA's and LoRA-One's mean full gradient: one per model x train set x seed (a classifier's
+# fresh head is drawn from the seed), shared by every rank, read by that method's cells only;
+# as large as the adapted matrices in float32, so deleted once those cells have trained.
+use rule eva_init as gradient_init with:
+    output:
+        temp(GRID + "/stages/{model}/{train_set}/{method}_grad_s{seed}.pt"),
+    params:
+        model_source=model_source,
+        train=train_params,
+        code=lambda wc: code_hash("lora_tsd.methods.lora_ga", wc.method),
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt, tsd=True, dtype="float32"),  # + a gradient per matrix
+        runtime=lambda wc, input: train_minutes(wc, input),
+    wildcard_constraints:
+        method="|".join(m for m, spec in METHODS.items() if spec.stage == "gradient_init"),
+    log:
+        GRID + "/stages/{model}/{train_set}/{method}_grad_s{seed}.log",
+
+
+# CorDA's covariances and their SVDs: one per model x train set x rank, shared by every seed.
+use rule eva_init as corda_init with:
+    output:
+        GRID + "/stages/{model}/{train_set}/corda_r{rank}.pt",
+    params:
+        model_source=model_source,
+        train=lambda wc: train_params(SimpleNamespace(**dict(wc.items()), method="corda")),
+        code=code_hash("lora_tsd.methods.corda", "corda"),
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt, dtype="float32"),
+        runtime=lambda wc, input: train_minutes(SimpleNamespace(**dict(wc.items()), method="corda"), input),
+    log:
+        GRID + "/stages/{model}/{train_set}/corda_r{rank}.log",

@@ -35,10 +35,7 @@ split = getattr(snakemake.params, "split", "test")  # "val": a sweep's validatio
 run_info = {"method": "base"}
 adapter = snakemake.input.get("adapter")
 if adapter:
-    # Whichever rule trained the cell (built-in or an external baseline), its folder must meet the contract.
-    expected = {"model": snakemake.params.model_name, "train_set": w.train_set, "method": w.method,
-                "rank": int(w.rank), "seed": int(w.seed)}
-    train = contract.check_run(Path(adapter).parent, expected, snakemake.params.producer)
+    train = contract.check_cell(adapter, snakemake.params.model_name, w, snakemake.params.producer)
     run_info = {"method": w.method, "rank": int(w.rank), "seed": int(w.seed), "adapter": adapter,
                 **sweep_setting(w),
                 "adapter_bytes": sum(f.stat().st_size for f in Path(adapter).rglob("*") if f.is_file()),

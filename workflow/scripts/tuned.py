@@ -26,7 +26,8 @@ stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_has
                  + ". Train sets: " + "; ".join(f"{s['train_set']}: {s['how']} ({s['n_train']} rows)" for s in trains)
                  + "."}
 tables.write(picked + list(snakemake.input.base), config, stamp, snakemake.output.md, snakemake.output.csv,
-             snakemake.output.json, snakemake.output.paired, out_pages={None: snakemake.output.page}, selected=chosen)
+             snakemake.output.json, snakemake.output.paired, out_pages={None: snakemake.output.page}, selected=chosen,
+             forgetting_files=list(snakemake.input.forgetting) if snakemake.params.forgetting else None)
 
 # Every candidate's test score (with its CI), beside its validation score, for the sensitivity figure.
 test_summary = selection.summary_by_setting([f for f, _ in cells])

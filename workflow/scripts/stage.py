@@ -1,0 +1,26 @@
+# Snakemake script: a method's stage (rules in stages.smk), run by the function the rule names.
+import os
+import sys
+from importlib import import_module
+
+sys.stdout = sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+# Hub models were fetched by the download rule: jobs read HF_HOME only (compute nodes may have no network).
+# Set before anything imports huggingface_hub, which reads it once.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+from lora_tsd.pipeline import gpu_slots
+
+# One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
+gpu, gpu_lock = gpu_slots.claim()
+
+# rule -> (lora_tsd.methods module, function)
+STAGES = {"eva_init": ("eva", "eva_init"), "gradient_init": ("lora_ga", "gradient_init"),
+          "corda_init": ("corda", "corda_init")}
+
+w = snakemake.wildcards
+module, function = STAGES[snakemake.rule]
+per_cell = {key: int(w[key]) for key in ("rank", "seed") if key in w.keys()}
+getattr(import_module(f"lora_tsd.methods.{module}"), function)(
+    model_src=snakemake.params.model_source, train_set=w.train_set, data_dir=snakemake.input.data,
+    cfg=dict(snakemake.params.train), out=snakemake.output[0], threads=snakemake.threads, **per_cell)
