@@ -130,7 +130,8 @@ def test_eva_stage_output_initialises_a_from_input_directions(train_cfg, tokeniz
     registry.METHODS["eva"].hooks.setup(model, ctx)
     saved = torch.load(tmp_path / "eva.pt", weights_only=True)
     assert len(saved["state"]) == 2 * len(TARGETS)
-    assert saved["stage_s"] > 0 and ctx.timings["init_s"] == saved["stage_s"]  # counted in the cell's train time
+    assert saved["stage_s"] > 0 and ctx.timings["init_stage_s"] == saved["stage_s"]  # counted in the cell's train time
+    assert ctx.timings["init_s"] > saved["stage_s"] and saved["rows"] == 16 and saved["batches"] == 4
     for name, layer in dash.lora_layers(model):
         A = layer.lora_A["default"].weight
         torch.testing.assert_close(A @ A.T, torch.eye(4), rtol=1e-4, atol=1e-4)  # orthonormal input directions

@@ -48,15 +48,12 @@ def _cell(method, cfg, tokenizer, examples, stage_out):
 
 
 def _dense_gradients(tokenizer, examples, cfg, rows=lora_ga.GRADIENT_ROWS):
-    """The mean float64 gradient of the loss w.r.t. each target W over the stage's batches."""
+    """The mean over the first rows of each row's float64 gradient w.r.t. each target W."""
     model = make_llama(vocab_size=1000).double().train()
-    encoded = encoding.encode(tokenizer, examples, cfg, "causal")
-    size = cfg.get("micro_batch_size") or cfg["batch_size"]
-    chunks = [encoded[i:i + size] for i in range(0, min(len(encoded), rows), size)]
-    for chunk in chunks:
-        batch = encoding.collate(chunk, tokenizer.pad_token_id, "causal", side="right")
-        model(**batch).loss.backward()
-    return {n: m.weight.grad / len(chunks) for n, m in model.named_modules()
+    encoded = encoding.encode(tokenizer, examples[:rows], cfg, "causal")
+    for row in encoded:
+        model(**encoding.collate([row], tokenizer.pad_token_id, "causal")).loss.backward()
+    return {n: m.weight.grad / len(encoded) for n, m in model.named_modules()
             if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in TARGETS}
 
 
@@ -75,7 +72,7 @@ def _delta(layer):
 def test_gradient_stage_is_the_mean_full_gradient_over_the_cell_s_first_rows(built, train_cfg, tokenizer, examples):
     saved = stage.saved(_stage("lora_ga", built, train_cfg))
     dense = _dense_gradients(tokenizer, examples, train_cfg)
-    assert saved["rows"] == 24 and saved["batches"] == 6 and saved["stage_s"] > 0  # 24 rows < 32, batches of 4
+    assert saved["rows"] == 24 and saved["batches"] == 24 and saved["stage_s"] > 0  # 24 rows < 32, one at a time
     assert set(saved["grads"]) == set(dense)
     for name, grad in dense.items():
         torch.testing.assert_close(saved["grads"][name].double(), grad, rtol=1e-4, atol=1e-6)
@@ -95,10 +92,13 @@ def test_lora_ga_takes_the_gradient_s_singular_directions_and_keeps_the_output(b
         stable = B.shape[0] ** 0.25 / 16 ** 0.5
         torch.testing.assert_close(torch.linalg.svdvals(B), S[RANK:2 * RANK] * stable, rtol=1e-3, atol=1e-8)
         assert layer.lora_A["default"].weight.dtype == torch.float32 and B.requires_grad
-    # Residualised: the model is unchanged at step 0; the stage's cost is the cell's.
+    # Residualised: the model is unchanged at step 0 (to float32 rounding of W - scaling B0 A0).
     ids = _ids(tokenizer)
-    torch.testing.assert_close(_logits(model, ids), _logits(make_llama(vocab_size=1000), ids), rtol=1e-5, atol=1e-5)
-    assert ctx.timings["init_s"] == stage.saved(built / "lora_ga_0.pt")["stage_s"] and ctx.timings["init_rows"] == 24
+    torch.testing.assert_close(_logits(model, ids), _logits(make_llama(vocab_size=1000), ids), rtol=1e-4, atol=1e-4)
+    # the stage's time and the cell's own set-up are the cell's init cost
+    assert ctx.timings["init_stage_s"] == stage.saved(built / "lora_ga_0.pt")["stage_s"]
+    assert ctx.timings["init_s"] == pytest.approx(ctx.timings["init_stage_s"] + ctx.timings["init_setup_s"])
+    assert ctx.timings["init_setup_s"] > 0 and ctx.timings["init_rows"] == 24
 
 
 def test_corda_takes_the_top_directions_of_w_times_the_input_covariance(built, train_cfg, tokenizer, examples):
@@ -148,9 +148,9 @@ def test_lora_one_takes_the_one_step_gradient_s_top_directions_and_keeps_the_out
         torch.testing.assert_close(torch.linalg.svdvals(B), torch.linalg.svdvals(A), rtol=1e-4, atol=1e-8)
     # Residualised: the model is unchanged at step 0, and the export holds the change from W.
     ids = _ids(tokenizer)
-    torch.testing.assert_close(_logits(model, ids), _logits(make_llama(vocab_size=1000), ids), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(_logits(model, ids), _logits(make_llama(vocab_size=1000), ids), rtol=1e-4, atol=1e-4)
     assert all(_delta(layer).abs().max() < 1e-6 for _, layer in export.lora_layers(model))
-    assert ctx.timings["init_batches"] == 6
+    assert ctx.timings["init_batches"] == 24
 
 
 def test_spectral_factors_normalise_only_a_top_singular_value_above_one():
@@ -179,3 +179,22 @@ def test_trained_export_loads_in_stock_peft_with_the_same_logits(method, built, 
         model.save_pretrained(tmp_path)
     loaded = PeftModel.from_pretrained(make_llama(vocab_size=1000), str(tmp_path))
     torch.testing.assert_close(_logits(loaded, ids), trained, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora_ga", "corda", "lora_one"])
+def test_over_bf16_weights_the_factors_train_in_float32_and_the_output_holds(method, built, train_cfg, tokenizer,
+                                                                             examples):
+    """peft's inits write A and B in W's dtype; the cell keeps what trains in float32, and the
+    residualised bf16 W reproduces the bf16 base's output to bf16 rounding."""
+    torch.manual_seed(0)
+    model = registry.attach(method, make_llama(vocab_size=1000).to(torch.bfloat16), RANK, train_cfg, TARGETS)
+    ctx = cell.make_context(tokenizer, examples, train_cfg, {}, 0, torch.device("cpu"), None, None,
+                            stage_input=str(_stage(method, built, train_cfg)))
+    registry.METHODS[method].hooks.setup(model, ctx)
+    for _, layer in export.lora_layers(model):
+        for p in (layer.lora_A["default"].weight, layer.lora_B["default"].weight):
+            assert p.dtype == torch.float32 and p.requires_grad
+        assert layer.get_base_layer().weight.dtype == torch.bfloat16
+    ids = _ids(tokenizer)
+    base = _logits(make_llama(vocab_size=1000).to(torch.bfloat16), ids).float()
+    assert (_logits(model, ids).float() - base).abs().max() < 0.05 * base.abs().max()

@@ -7,6 +7,7 @@ model x train set x rank, shared by every seed: a layer's inputs do not depend o
 head); the cell's hooks hand them to peft's initialisation."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from peft.tuners.lora.config import CordaConfig
@@ -49,7 +50,7 @@ class CordaHooks(RecordResidualInit):
     """Put the stage's state where peft's CorDA init reads it, run that init, keep B0, A0."""
 
     def setup(self, model, ctx):
-        saved = stage.saved(ctx.stage_input)
+        started, saved = time.perf_counter(), stage.saved(ctx.stage_input)
         for name, layer in export.lora_layers(model):
             base, e = layer.get_base_layer(), saved["eigens"][stage.base_name(name)]
             device = base.weight.device
@@ -57,4 +58,4 @@ class CordaHooks(RecordResidualInit):
             layer.corda_init("default", "corda")
         stage.float32_adapter(model)
         super().setup(model, ctx)
-        ctx.timings.update(stage.costs(saved))
+        ctx.timings.update(stage.costs(saved, started))

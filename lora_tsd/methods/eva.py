@@ -3,6 +3,7 @@ The SVDs run as the method's own workflow stage (rule eva_init, one output per m
 set x rank, shared by every seed); the cell's hooks load that state."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from peft import EvaConfig, get_eva_state_dict, get_peft_model, initialize_lora_eva_weights
@@ -21,9 +22,9 @@ class EvaHooks(Hooks):
     """Load the state computed by the method's own workflow stage (rule eva_init)."""
 
     def setup(self, model, ctx):
-        saved = stage.saved(ctx.stage_input)
+        started, saved = time.perf_counter(), stage.saved(ctx.stage_input)
         initialize_lora_eva_weights(model, eva_state_dict=saved["state"], show_progress_bar=False)
-        ctx.timings.update(stage.costs(saved))  # the cell's cost includes the stage it needs
+        ctx.timings.update(stage.costs(saved, started))  # the cell's cost includes the stage it needs
 
 
 def eva_init(model_src: str, train_set: str, data_dir: str | Path, rank: int, cfg: dict, out: str | Path,

@@ -7,6 +7,7 @@ set x seed, shared by every rank: a classifier's fresh head, drawn from the seed
 the cell's hooks hand it to peft's initialisation."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from peft import LoraGAConfig
@@ -25,11 +26,11 @@ def peft_config(rank: int, train: dict, targets: list[str]):
 
 def gradient_init(model_src: str, train_set: str, data_dir: str | Path, cfg: dict, seed: int, out: str | Path,
                   rows: int = GRADIENT_ROWS, threads: int = 1) -> None:
-    """The mean gradient of the training loss w.r.t. every adapted W, over the first `rows`
-    training rows in batches of the cell's micro-batch size, estimated by peft."""
+    """The mean over the cell's first `rows` training rows of each row's gradient of its loss
+    w.r.t. every adapted W, one row per backward (LoRA-One's official batch of 1: no padding,
+    and no batch or micro-batch setting changes it), estimated by peft."""
     s = stage.load(model_src, train_set, data_dir, cfg, seed, threads)
-    size = cfg.get("micro_batch_size") or cfg["batch_size"]
-    batches = s.batches(-(-rows // size), size)
+    batches = s.batches(rows, 1)
     lora_cfg = s.config(peft_config(8, cfg, s.targets))  # the rank plays no part in the gradient
 
     def train_step():
@@ -45,7 +46,7 @@ class LoraGAHooks(RecordResidualInit):
     """Hand the stage's gradients to peft's per-layer LoRA-GA init, then keep B0, A0 (export)."""
 
     def setup(self, model, ctx):
-        saved = stage.saved(ctx.stage_input)
+        started, saved = time.perf_counter(), stage.saved(ctx.stage_input)
         ga_config = model.peft_config["default"].lora_ga_config
         for name, layer in export.lora_layers(model):
             base = layer.get_base_layer()
@@ -53,4 +54,4 @@ class LoraGAHooks(RecordResidualInit):
             layer.lora_ga_init("default", ga_config)
         stage.float32_adapter(model)
         super().setup(model, ctx)
-        ctx.timings.update(stage.costs(saved))
+        ctx.timings.update(stage.costs(saved, started))

@@ -16,6 +16,7 @@ preconditioned optimizer is not part of this entry: the cell trains with the gri
 The gradient is LoRA-GA's stage (rule gradient_init, peft's estimator), read per seed."""
 from __future__ import annotations
 
+import time
 import math
 
 import torch
@@ -38,9 +39,9 @@ class LoraOneHooks(Hooks):
     exports_via_factors = True  # residualised: exported relative to the original W
 
     def setup(self, model, ctx):
-        saved = stage.saved(ctx.stage_input)
+        started, saved = time.perf_counter(), stage.saved(ctx.stage_input)
         for name, layer in export.lora_layers(model):
             grad = saved["grads"][stage.base_name(name)].to(layer.lora_A["default"].weight.device)
-            B0, A0 = spectral_factors(grad, layer.r["default"], dtype=ctx.svd_dtype)
+            B0, A0 = spectral_factors(grad, layer.r["default"])
             residual.apply(layer, B0, A0, residualise=True)
-        ctx.timings.update(stage.costs(saved))
+        ctx.timings.update(stage.costs(saved, started))

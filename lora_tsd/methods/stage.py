@@ -1,6 +1,6 @@
 """What a method's workflow stage shares (EVA, CorDA, LoRA-GA, LoRA-One): the cell's base model
-loaded as training loads it, the rows the cell trains on (its validation hold-out left out) in
-file order, and a save that keeps the stage's own time and the data it read, so the cell can
+loaded as training loads it, the rows the cell trains on (its validation hold-out left out, in
+the order that leaves them), and a save that keeps the stage's own time and the data it read, so the cell can
 count both as its initialisation cost."""
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ class Stage:
         return for_task(peft_config, **self.peft_extra)
 
     def batches(self, n: int, size: int, labels: bool = True) -> list[dict]:
-        """The first n batches of `size` training rows, in file order (the same for every seed);
+        """The first n batches of `size` of the cell's training rows, in the order its hold-out
+    leaves them (the same for every seed);
         without labels, only the model's inputs."""
         chunks = [self.encoded[i:i + size] for i in range(0, min(len(self.encoded), n * size), size)]
         out = [encoding.collate(c, self.tokenizer.pad_token_id, self.fmt, side="right") for c in chunks]
@@ -64,7 +65,8 @@ def load(model_src: str, train_set: str, data_dir: str | Path, cfg: dict, seed: 
 
 
 def saved(path: str | Path) -> dict:
-    return torch.load(path, weights_only=True)
+    """A stage's state, mapped rather than read: a layer's tensors reach memory when used."""
+    return torch.load(path, weights_only=True, mmap=True)
 
 
 def base_name(lora_layer_name: str) -> str:
@@ -72,9 +74,12 @@ def base_name(lora_layer_name: str) -> str:
     return lora_layer_name.removeprefix("base_model.model.")
 
 
-def costs(saved: dict) -> dict:
-    """What a cell records of its stage: its time (counted in the cell's train time) and data."""
-    return {"init_s": saved["stage_s"], "init_rows": saved["rows"], "init_batches": saved["batches"]}
+def costs(saved: dict, started: float) -> dict:
+    """What a cell records of its init: the stage's time plus the cell's own set-up since
+    `started` (both counted in its train time), and the rows the stage read."""
+    setup_s = time.perf_counter() - started
+    return {"init_s": saved["stage_s"] + setup_s, "init_stage_s": saved["stage_s"], "init_setup_s": setup_s,
+            "init_rows": saved["rows"], "init_batches": saved["batches"]}
 
 
 def float32_adapter(model) -> None:

@@ -25,11 +25,12 @@ rule eva_init:
 
 
 # LoRA-GA's and LoRA-One's mean full gradient: one per model x train set x seed (a classifier's
-# fresh head is drawn from the seed), shared by every rank, read by that method's cells only;
-# as large as the adapted matrices in float32, so deleted once those cells have trained.
+# fresh head is drawn from the seed), shared by every rank, read by that method's cells only.
+# As large as the adapted matrices in float32, but kept (as every stage is): deleted, it would
+# be rebuilt, and every cell it fed retrained, for any later cell that needs it.
 use rule eva_init as gradient_init with:
     output:
-        temp(GRID + "/stages/{model}/{train_set}/{method}_grad_s{seed}.pt"),
+        GRID + "/stages/{model}/{train_set}/{method}_grad_s{seed}.pt",
     params:
         model_source=model_source,
         train=train_params,

@@ -18,9 +18,13 @@ gpu, gpu_lock = gpu_slots.claim()
 STAGES = {"eva_init": ("eva", "eva_init"), "gradient_init": ("lora_ga", "gradient_init"),
           "corda_init": ("corda", "corda_init")}
 
+from lora_tsd import faults
+
 w = snakemake.wildcards
 module, function = STAGES[snakemake.rule]
 per_cell = {key: int(w[key]) for key in ("rank", "seed") if key in w.keys()}
-getattr(import_module(f"lora_tsd.methods.{module}"), function)(
-    model_src=snakemake.params.model_source, train_set=w.train_set, data_dir=snakemake.input.data,
-    cfg=dict(snakemake.params.train), out=snakemake.output[0], threads=snakemake.threads, **per_cell)
+cfg = dict(snakemake.params.train)
+with faults.out_of_memory(f"in {snakemake.rule} for {w.model}/{w.train_set}", faults.train_levers(cfg)):
+    getattr(import_module(f"lora_tsd.methods.{module}"), function)(
+        model_src=snakemake.params.model_source, train_set=w.train_set, data_dir=snakemake.input.data,
+        cfg=cfg, out=snakemake.output[0], threads=snakemake.threads, **per_cell)
