@@ -18,7 +18,8 @@ import yaml
 from grids import ROOT, SMOKE, env
 from grids import run as run_grid
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
-GPU_RULES = ("train", "evaluate", "evaluate_base", "eva_init")
+# Every rule the profile sizes (its set-threads): the GPU rules, which this cluster runs on CPUs.
+GPU_RULES = tuple(yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())["set-threads"])
 
 
 @pytest.fixture(scope="module")
