@@ -198,3 +198,23 @@ def test_over_bf16_weights_the_factors_train_in_float32_and_the_output_holds(met
     ids = _ids(tokenizer)
     base = _logits(make_llama(vocab_size=1000).to(torch.bfloat16), ids).float()
     assert (_logits(model, ids).float() - base).abs().max() < 0.05 * base.abs().max()
+
+
+@pytest.mark.parametrize("method", ["lora_ga", "corda", "lora_one"])
+def test_a_resumed_cell_rebuilds_its_init_and_continues_the_same_curve(method, built, train_cfg, tokenizer,
+                                                                       examples, tmp_path):
+    """A resumed cell reruns its init from the kept stage file (seeded as the cell seeds it), so
+    the residualised W matches the checkpoint's A, B, B0, A0 and the losses continue exactly."""
+    cfg = {**train_cfg, "steps": 12, "checkpoint_every": 4}
+    out, hooks = _stage(method, built, cfg), registry.METHODS[method].hooks
+    model, ctx = _cell(method, cfg, tokenizer, examples, out)
+    full = loop.fit(model, tokenizer, examples, cfg, 0, hooks=hooks, ctx=ctx)
+    ckpt = tmp_path / "state.pt"
+    first, ctx1 = _cell(method, cfg, tokenizer, examples, out)
+    loop.fit(first, tokenizer, examples, cfg, 0, ckpt=ckpt, stop_after=6, hooks=hooks, ctx=ctx1)
+    second, ctx2 = _cell(method, cfg, tokenizer, examples, out)
+    resumed = loop.fit(second, tokenizer, examples, cfg, 0, ckpt=ckpt, hooks=hooks, ctx=ctx2)
+    assert resumed["resumed_from_step"] == 6
+    assert resumed["losses"] == pytest.approx(full["losses"], rel=1e-5, abs=1e-6)
+    for (_, a), (_, b) in zip(export.lora_layers(model), export.lora_layers(second)):
+        torch.testing.assert_close(a.get_base_layer().weight, b.get_base_layer().weight)
