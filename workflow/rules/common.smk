@@ -219,17 +219,23 @@ def shared_setting(train_set, method):
     return sweep.shared_label(config, TRAIN_SETS[train_set].family, train_set, method) if SWEEP else None
 
 
-def grid_cells(split="eval", shared_only=False):
-    """Every (cell, task) evaluation file of the grid (split "val": its validation scores;
-    shared_only: the cells at the shared setting, today's leaderboard in a sweep grid)."""
+def grid_runs(pairs=None, shared_only=False):
+    """(run folder, task) for every cell of the grid and each task of its (model, task) pairs
+    (all of PAIRS by default; shared_only: the cells at the shared setting, today's
+    leaderboard in a sweep grid)."""
     return [
-        f"{RUN}/{split}/{task}.json".format(model=m, train_set=TASKS[task].train_set, method=method,
-                                            rank=rank, seed=seed, setting=setting)
-        for m, task in PAIRS for method in config["methods"]
+        (RUN.format(model=m, train_set=TASKS[task].train_set, method=method, rank=rank, seed=seed,
+                    setting=setting), task)
+        for m, task in (PAIRS if pairs is None else pairs) for method in config["methods"]
         for setting in cell_settings(TASKS[task].train_set, method)
         if not shared_only or setting == shared_setting(TASKS[task].train_set, method)
         for rank in method_ranks(method) for seed in config["seeds"]
     ]
+
+
+def grid_cells(split="eval", shared_only=False):
+    """Every (cell, task) evaluation file of the grid (split "val": its validation scores)."""
+    return [f"{run}/{split}/{task}.json" for run, task in grid_runs(shared_only=shared_only)]
 
 
 def trains_weights(method):

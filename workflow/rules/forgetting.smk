@@ -28,12 +28,7 @@ def forgetting_records(shared_only=True):
     if not FORGETTING["enabled"]:
         return []
     causal = [(m, task) for m, task in PAIRS if TASKS[task].model_kind == "causal"]
-    cells = {f"{RUN}/forgetting.json".format(model=m, train_set=TASKS[task].train_set, method=method, rank=rank,
-                                             seed=seed, setting=setting)
-             for m, task in causal for method in config["methods"]
-             for setting in cell_settings(TASKS[task].train_set, method)
-             if not shared_only or setting == shared_setting(TASKS[task].train_set, method)
-             for rank in method_ranks(method) for seed in config["seeds"]}
+    cells = {f"{run}/forgetting.json" for run, _ in grid_runs(causal, shared_only)}  # one per cell, not per task
     return sorted({forgetting_base(m) for m, _ in causal}) + sorted(cells)
 
 
