@@ -4,7 +4,9 @@ Each adapted layer gets a `lora_dash` state: a trainable vector d (length s, zer
 and frozen buffers U_S (out x s), V_S (in x s) filled at the switch. Forward:
     y = W x + scaling * B A drop(x) + U_S diag(d) V_S^T drop(x)
 with one dropout mask shared by both terms. Before the switch the dash term is off, so the
-layer is exactly LoRA. The dash term has no alpha/r scale.
+layer is exactly LoRA. The dash term has no alpha/r scale. After the switch both terms run as
+one rank r + s pair, [scaling B, U_S diag(d)] @ [A; V_S^T]: two matmuls per layer, as LoRA's,
+where a second low-rank path cost two more (and their backward) in every adapted matrix.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 import zlib
 
 import torch
+import torch.nn.functional as F
 from peft.tuners.lora.layer import LoraLayer, LoraVariant
 from torch import nn
 
@@ -41,8 +44,12 @@ class DashState(nn.Module):
         """Called after the buffers were overwritten from a checkpoint (one sync, not per step)."""
         self.on = bool(self.active)
 
-    def term(self, dx: torch.Tensor) -> torch.Tensor:
-        return ((dx @ self.V_S.to(dx.dtype)) * self.d.to(dx.dtype)) @ self.U_S.T.to(dx.dtype)
+    def fused(self, A: torch.Tensor, B: torch.Tensor, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """LoRA's factors and the dash's as one pair (down: r + s x in, up: out x r + s), built
+        in the graph so gradients reach A, B and d as through two paths; U_S, V_S stay frozen."""
+        down = torch.cat([A, self.V_S.T.to(A.dtype)])
+        up = torch.cat([B * scaling, (self.U_S * self.d).to(B.dtype)], dim=1)
+        return down, up
 
     def delta_weight(self) -> torch.Tensor:
         return (self.U_S * self.d) @ self.V_S.T if self.on else torch.zeros(
@@ -62,11 +69,12 @@ class DashVariant(LoraVariant):
     def forward(module, active_adapter, x, result, **kwargs):
         A, B = module.lora_A[active_adapter], module.lora_B[active_adapter]
         dx = module.lora_dropout[active_adapter](x)
-        result = result + B(A(dx)) * module.scaling[active_adapter]
+        scaling = module.scaling[active_adapter]
         state = module.lora_dash[active_adapter]
-        if state.on:
-            result = result + state.term(dx)
-        return result
+        if not state.on:  # peft's LoRA, operation for operation
+            return result + B(A(dx)) * scaling
+        down, up = state.fused(A.weight, B.weight, scaling)
+        return result + F.linear(F.linear(dx, down), up)
 
     @staticmethod
     def merge_safe(module, active_adapter, orig_weight):
@@ -89,6 +97,8 @@ def attach(model, s: int, adapter: str = "default") -> None:
     for _, layer in lora_layers(model, adapter):
         if getattr(layer, "fan_in_fan_out", False):
             raise NotImplementedError("LoRA-Dash needs nn.Linear layers (fan_in_fan_out=False)")
+        if layer.lora_B[adapter].bias is not None:  # the fused pair has no place for lora_bias
+            raise NotImplementedError("LoRA-Dash needs LoRA without a bias (lora_bias=False)")
         base = layer.get_base_layer()
         if not hasattr(layer, "lora_dash"):
             layer.lora_dash = nn.ModuleDict()
