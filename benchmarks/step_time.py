@@ -50,7 +50,7 @@ DEFAULT_SETTINGS = ["smollm2:float32", "smollm2:bfloat16", "llama-1b:float32", "
 TARGET = 1.05
 # Tokens per step (batch x seq) on a CPU: the 1B shape takes a smaller batch so a round stays
 # within seconds; on a GPU every shape takes --gpu-batch x --gpu-seq.
-CPU_BATCH = {"smollm2": (8, 64), "llama-1b": (2, 64)}
+CPU_BATCH = {"smollm2": (8, 64), "llama-1b": (2, 64), "llama-small": (2, 64)}  # llama-small: for tests
 # Llama-3-8B's adapted matrices (q, k, v, up, down: the official commonsense recipe), (out, in)
 # and how many of each: 32 layers.
 LLAMA3_8B = {"q_proj": ((4096, 4096), 32), "k_proj": ((1024, 4096), 32), "v_proj": ((1024, 4096), 32),
