@@ -21,8 +21,8 @@ is nearer 4 * N; `mfu_4n` reports MFU with 4 * N in place of 6 * N for reference
 Generation: a model in eval mode generates --gen-tokens new tokens greedily for --gen-prompts
 random prompts of equal length, batched and one prompt at a time.
 
-Prints one JSON object and writes it to benchmarks/results/gpu_<device>.json. Never uses the
-network (HF_HUB_OFFLINE=1)."""
+Prints one JSON object and writes it to benchmarks/results/gpu_<device>.json (or --out). Never
+uses the network (HF_HUB_OFFLINE=1)."""
 from __future__ import annotations
 
 import os
@@ -307,6 +307,8 @@ def parse_args(gpu: bool):
     p.add_argument("--gen-batch", type=int, default=32 if gpu else 8)
     p.add_argument("--gen-prompt-len", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where the JSON is written (default: benchmarks/results/gpu_<device>.json)")
     return p.parse_args()
 
 
@@ -360,7 +362,7 @@ def main():
         "hardware": provenance.hardware(), "packages": provenance.package_versions(),
         "git_commit": provenance.git_commit(),
     }
-    out = HERE / "results" / f"gpu_{device.type}.json"
+    out = args.out or HERE / "results" / f"gpu_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2)
     out.write_text(text + "\n")
