@@ -385,3 +385,59 @@ def _entry_slug(entry: Entry, what: str) -> str:
 
 def _mime(data_uri: str) -> str:
     return data_uri[5:].split(";", 1)[0] if data_uri.startswith("data:") else ""
+
+
+# -- one standalone page (a report page opened as a file) ---------------------------------------
+
+@dataclass
+class PageSession:
+    """A page open in headless chromium: the Playwright page, every request it made (the page's
+    own file:// load included) and any that left the machine, which are blocked, not served."""
+
+    page: object
+    requests: list[str]
+    blocked: list[str]
+    console_errors: list[str]
+
+
+def open_page(path: Path, *, executable: str | None = None, viewport: tuple[int, int] = (1400, 900),
+              timeout_ms: int = 15_000):
+    """Open the page at `path` in headless chromium at `viewport`; a context manager yielding a
+    PageSession. Any request other than file: and data:
+    is recorded in `blocked` and aborted, so a page that needs the network shows it."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def session():
+        os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        from playwright.sync_api import sync_playwright
+
+        exe = executable or find_chromium()
+        if exe is None:
+            raise FileNotFoundError("no chromium on PATH (tools/install-chromium.sh installs it)")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, headless=True,
+                                         args=["--no-sandbox", "--disable-dev-shm-usage"])
+            try:
+                page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+                page.set_default_timeout(timeout_ms)
+                out = PageSession(page, [], [], [])
+                page.on("request", lambda r: out.requests.append(r.url))
+                page.on("console", lambda m: m.type == "error" and out.console_errors.append(m.text[:500]))
+                page.on("pageerror", lambda exc: out.console_errors.append(f"uncaught: {exc}"[:500]))
+
+                def route(r):
+                    if r.request.url.startswith(("file:", "data:")):
+                        r.continue_()
+                    else:
+                        out.blocked.append(r.request.url)
+                        r.abort()
+
+                page.context.route("**/*", route)
+                page.goto(Path(path).resolve().as_uri())
+                page.wait_for_load_state("load")
+                yield out
+            finally:
+                browser.close()
+
+    return session()

@@ -1,6 +1,7 @@
 """The leaderboard's figures: the helpers' values on hand-made inputs, the plotted data against
 its inputs, and every PNG written (placeholders too) for synthetic grids."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -290,6 +291,67 @@ def test_placeholders_say_what_is_missing(tmp_path):
         "no LoRA-Dash / LoRA-Init / LoRA-TSD cell in this grid"
     assert curves.loss_figure([]).axes[0].texts[0].get_text() == "no training record with losses in this grid"
     assert "no trained cell" in comparison.pareto_figure(pd.DataFrame()).axes[0].texts[0].get_text()
+
+
+def _tick_labels(axis_owner) -> list[str]:
+    """The x tick labels matplotlib draws (those within the view), read back after a draw."""
+    lo, hi = sorted(axis_owner.get_xlim())
+    return [t.get_text() for t in axis_owner.get_xticklabels() if lo <= t.get_position()[0] <= hi and t.get_text()]
+
+
+@pytest.mark.parametrize("counts", [
+    {"lora": 1_658_880, "lora_dash": 1_659_136, "lora_init": 1_658_880, "lora_tsd": 1_659_392},  # the default grid's
+    {"lora": 1_658_880, "lora_dash": 1_658_880},  # one count for every method
+    {"lora": 6144, "lora_dash": 6164},  # the smoke grid's
+])
+def test_pareto_ticks_tell_near_equal_parameter_counts_apart(counts):
+    """Every method near 1.66M parameters: each tick (and each '% of base' tick) reads
+    differently, on a linear axis, and the points keep their exact counts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    summary = summary_rows(methods=tuple(counts), ranks=("8",))
+    trained = summary.method != "base"
+    summary.loc[trained, "trainable_params"] = summary.loc[trained, "method"].map(counts)
+    summary["base_params"] = 134_515_008
+    fig = comparison.pareto_figure(summary)
+    FigureCanvasAgg(fig).draw()
+    for ax in [a for a in fig.axes if a.get_xlabel().startswith("trainable parameters")]:
+        assert ax.get_xscale() == "linear" and ax.get_xlabel() == "trainable parameters"
+        bottom = _tick_labels(ax)
+        assert len(bottom) >= 2 and len(set(bottom)) == len(bottom), bottom
+        (top,) = ax.child_axes
+        percent = _tick_labels(top)
+        assert len(percent) >= 2 and len(set(percent)) == len(percent) and all(p.endswith("%") for p in percent)
+        for method in counts:
+            (line,) = named(ax, f"{method} r8")
+            assert line.get_xdata()[0] == counts[method]
+    if len(set(counts.values())) == 4:  # 1 658 880 .. 1 659 392: ticks 1.6588M .. 1.6594M
+        ax = next(a for a in fig.axes if a.get_xlabel().startswith("trainable parameters"))
+        labels = _tick_labels(ax)
+        assert all(re.fullmatch(r"1\.\d{4}M", t) for t in labels), labels
+        assert [float(t[:-1]) * 1e6 for t in labels] == pytest.approx(list(ax.get_xticks()[
+            (ax.get_xticks() >= min(ax.get_xlim())) & (ax.get_xticks() <= max(ax.get_xlim()))]))
+
+
+def test_pareto_keeps_a_log_axis_with_its_short_labels_when_counts_differ_by_a_factor_two():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = comparison.pareto_figure(summary_rows())  # ranks 8 and 16: 8000 to 17 600 parameters
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "trainable parameters (log scale)"
+    assert _tick_labels(ax) == ["8k", "9k", "10k"]
+
+
+def test_distinct_formatter_adds_decimals_only_where_labels_would_repeat():
+    from lora_tsd.aggregate.figures.style import DistinctFormatter, count_label, count_unit
+
+    short = DistinctFormatter(count_label, count_unit, short=True)
+    assert short.format_ticks([1e4, 2e4, 5e4]) == ["10k", "20k", "50k"]
+    assert short.format_ticks([1_658_000, 1_659_000, 1_660_000]) == ["1.658M", "1.659M", "1.660M"]
+    linear = DistinctFormatter(count_label, count_unit)
+    assert linear.format_ticks([1_657_500, 1_660_000, 1_662_500]) == ["1.6575M", "1.6600M", "1.6625M"]
+    assert linear.format_ticks([900, 950, 1000]) == ["0.90k", "0.95k", "1.00k"]
 
 
 def test_summary_read_back_from_leaderboard_json():

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import atomic
 from . import forgetting
+from . import page as pages
 from . import reproduction
 from . import items as item_scores
 from . import uncertainty
@@ -153,6 +154,11 @@ def _cell(r, mark: str = "") -> str:
 
 
 NO_SWEEP = "every method at the grid's one shared setting (no sweep, so untuned per method)."
+# Which way each cost column is better (the report pages mark each column's best value).
+COST_BETTER = {"trainable params": pages.LOWER, "% of base": pages.LOWER, "peak memory (MB)": pages.LOWER,
+               "train time (s)": pages.LOWER, "tokens/s": pages.HIGHER, "adapter (MB)": pages.LOWER,
+               forgetting.COLUMN: pages.LOWER}
+KEY_COLUMNS = {"model", "method", "rank", "seeds", "selected setting"}  # a score table's columns that are no score
 UP, DOWN = " ▲", " ▼"  # the paired difference with LoRA has a 95% CI above / below 0
 
 
@@ -222,7 +228,9 @@ def cells_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     part = df[(df.family == family) & (df.method != "base")].drop_duplicates(["model", "train_set", "method", "rank", "seed"])
     out = part[cols].astype(object)  # "-" for a missing value, whatever the column's dtype
     out = out.where(out.notna(), "-")
+    whole = lambda v: "-" if pd.isna(v) else str(int(v))  # noqa: E731 (a float column where a value is missing)
     out = out.assign(final_loss=part["final_loss"].map(lambda v: _fmt(v, 4)),
+                     batch_size=part["batch_size"].map(whole), diverged_step=part["diverged_step"].map(whole),
                      train_time_s=part["train_time_s"].map(lambda v: _fmt(v, 1)),
                      commit=part["commit"].map(lambda c: "-" if pd.isna(c) else str(c)[:10]))
     if "forgetting" in part:  # forgetting is scored: the cell's own value (n/a for encoder families)
@@ -290,10 +298,26 @@ def with_selected(table: pd.DataFrame, selected: dict | None, family: str) -> pd
         list(table.columns[:2]) + ["selected setting"] + list(table.columns[2:])]
 
 
+def shown(table: pd.DataFrame, better: dict[str, str], protocol: str | None = None) -> pd.DataFrame:
+    """A table with what the report pages need to know (DataFrame.attrs): which way each
+    value column is better (column -> pages.HIGHER/LOWER) and the protocol it belongs to."""
+    table.attrs.update(better={c: d for c, d in better.items() if c in table.columns},
+                       **({"protocol": protocol} if protocol else {}))
+    return table
+
+
+def higher_is_better(table: pd.DataFrame) -> dict[str, str]:
+    """A score or paired table's task columns: every metric here (accuracies, F1, MCC,
+    correlations, IFEval's rates, differences with LoRA) is better higher."""
+    return {c: pages.HIGHER for c in table.columns if c not in KEY_COLUMNS}
+
+
 def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.DataFrame | None = None,
            selected: dict | None = None, forgetting_bases: list[dict] | None = None) -> list[tuple]:
-    """The leaderboard as (family or None, tag, content) blocks, tag one of h1/h2/h3/p/li/table:
-    rendered as the markdown leaderboard and as each family's page of the HTML report.
+    """The leaderboard as (family or None, tag, content) blocks, tag one of h1/h2/h3/p/li/table/
+    figure: rendered as the markdown leaderboard and as each family's page of the HTML report
+    (a table's attrs say which way its columns are better; a figure block names the family's
+    figure that follows the tables it illustrates: on the report pages only).
     `selected` ((model, family, method, rank) -> setting label) makes it a sweep's tuned leaderboard;
     `forgetting_bases` (the base models' forgetting records) says what the forgetting column measured."""
     seeds = sorted(int(s) for s in df["seed"].dropna().unique())
@@ -323,11 +347,11 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
             if part.empty:
                 continue
             n_test = ", ".join(f"{t} {int(n)}" for t, n in part.groupby("task")["n_test"].max().dropna().items())
+            scores = with_selected(family_table(summary, family, protocol, df, compared), selected, family)
             out += [(family, "h2", f"{family} — {protocol}"),
                     (family, "p", f"Protocol: {PROTOCOLS[protocol]}. Models: {', '.join(sorted(part['model'].unique()))}. "
                      f"Test rows: {n_test}."),
-                    (family, "table", with_selected(family_table(summary, family, protocol, df, compared), selected,
-                                                   family))]
+                    (family, "table", shown(scores, higher_is_better(scores), protocol))]
             flagged = part[part.loss_flag.notna()].drop_duplicates(["model", "method", "rank", "seed"])
             if not flagged.empty:
                 out.append((family, "p", "† The training loss did not learn: " + "; ".join(
@@ -337,13 +361,16 @@ def blocks(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: pd.Da
                 out += [(family, "h3", f"Paired with LoRA — {family}, {protocol}"),
                         (family, "p", "Method − LoRA in points: mean difference over seeds [95% CI] and the "
                          "permutation p-value."),
-                        (family, "table", paired)]
-        out += [(family, "h3", f"Cost — {family}"),
+                        (family, "table", shown(paired, higher_is_better(paired), protocol))]
+        # The family's figures of scores (every protocol in one figure) below its score tables.
+        out += [(family, "figure", "bars"), (family, "figure", "rank"),
+                (family, "h3", f"Cost — {family}"),
                 (family, "p", "Means over seeds and train sets. Train time includes any init stage (LoRA-Init's "
                  "warm-up, EVA's SVD stage); peak memory is the GPU's peak allocation, or the process's peak RSS "
                  "on CPU."),
                 *([(family, "p", forgetting.note(family, forgetting_bases))] if forgetting_bases is not None else []),
-                (family, "table", with_selected(cost_table(summary, family), selected, family))]
+                (family, "table", shown(with_selected(cost_table(summary, family), selected, family), COST_BETTER)),
+                (family, "figure", "pareto")]
     return out + [("reproduction", tag, content)
                   for tag, content in reproduction.blocks(reproduction.table(summary), setting or NO_SWEEP)]
 
@@ -352,6 +379,8 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: 
                 selected: dict | None = None, forgetting_bases: list[dict] | None = None) -> str:
     lines = []
     for _, tag, content in blocks(df, summary, stamp, compared, selected, forgetting_bases):
+        if tag == "figure":  # the report pages' figures (plots/<family>/<name>.png)
+            continue
         if tag == "table":
             lines += [content.to_markdown(index=False, disable_numparse=True), ""]
         elif tag == "li":
@@ -362,38 +391,26 @@ def to_markdown(df: pd.DataFrame, summary: pd.DataFrame, stamp: dict, compared: 
     return "\n".join(lines)
 
 
-def to_html(all_blocks: list[tuple], family: str | None, title: str) -> str:
-    """One family's tables (and the shared header) as a standalone HTML page for the report;
-    family None: every block (the whole leaderboard)."""
-    import html
-
-    body = [f"<h1>{html.escape(title)}</h1>"]
-    if family and not any(fam == family for fam, _, _ in all_blocks):
-        body.append(f"<p>This grid has no {html.escape(family)} rows.</p>")
-    for fam, tag, content in all_blocks:
-        if (family and fam not in (None, family)) or tag == "h1":
-            continue
-        if tag == "table":
-            body.append(content.to_html(index=False, border=1, classes="leaderboard", na_rep="-"))
-        elif tag == "li":
-            body.append(f"<ul><li>{html.escape(content)}</li></ul>")
-        else:
-            body.append(f"<{tag}>{html.escape(content)}</{tag}>")
-    style = ("body{font-family:sans-serif;margin:1em} table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
-             " td,th{padding:2px 6px;white-space:nowrap} th{background:#eee}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+def to_html(all_blocks: list[tuple], family: str | None, title: str, figures: dict[str, bytes] | None = None,
+            captions: dict[str, str] | None = None) -> str:
+    """One family's tables (and the shared header) as a standalone HTML page for the report,
+    with its figures where given (name -> PNG bytes); family None: every block (the whole
+    leaderboard). See page.render."""
+    return pages.render(all_blocks, family, title, figures, captions)
 
 
 def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str | Path,
           out_csv: str | Path, out_json: str | Path, out_paired: str | Path | None = None,
           out_pages: dict[str | None, str | Path] | None = None, selected: dict | None = None,
-          forgetting_files: list[str | Path] | None = None) -> pd.DataFrame:
+          forgetting_files: list[str | Path] | None = None,
+          out_blocks: dict[str, str | Path] | None = None) -> pd.DataFrame:
     """The markdown, CSV and JSON leaderboards, the paired comparisons (CSV) and, per key of
     out_pages (a family, 'reproduction', or None: the whole leaderboard), an HTML page for the
-    report. With `selected`, a sweep's tuned leaderboard (stamp: its title and setting line).
-    With `forgetting_files` (the base models' and cells' forgetting records; a list, maybe
-    empty, when forgetting is scored), a forgetting column in the CSV and the cost tables."""
+    report (a family's without its figures); per family of out_blocks, that family's page as
+    blocks (page.dump, JSON), which the plots rule renders with the figures. With `selected`,
+    a sweep's tuned leaderboard (stamp: its title and setting line). With `forgetting_files`
+    (the base models' and cells' forgetting records; a list, maybe empty, when forgetting is
+    scored), a forgetting column in the CSV and the cost tables."""
     df = load_records(eval_files)
     bases = None
     if forgetting_files is not None:
@@ -421,8 +438,12 @@ def write(eval_files: list[str | Path], config: dict, stamp: dict, out_md: str |
     for family in df["family"].unique():
         parts += [(family, "h3", f"Cells — {family}"),
                   (family, "p", "Every trained cell: its recipe, where its loss ended, and its cost."),
-                  (family, "table", cells_table(df, family))]
+                  (family, "table", cells_table(df, family)),
+                  *[(family, "figure", figure) for figure in ("loss_curves", "tsd_profile", "tsd_overlap")]]
     for part, path in (out_pages or {}).items():
         if part is not None:
             atomic.write_text(path, to_html(parts, part, f"{part}: {name} {board}"))
+    for family, path in (out_blocks or {}).items():
+        mine = [b for b in parts if b[0] in (None, family)]
+        atomic.write_json(path, pages.dump(mine, f"{family}: {name} {board}"))
     return df

@@ -26,9 +26,8 @@ rule aggregate:
         csv=f"{GRID}/leaderboard.csv",
         json=f"{GRID}/leaderboard.json",
         paired=f"{GRID}/paired.csv",
-        pages=[report(f"{GRID}/report/{family}.html", caption="../report/family_page.rst", category=family,
-                      subcategory="Tables", labels={"page": "tables, comparisons, costs, cells"})
-               for family in GRID_FAMILIES],
+        # Each family's page as blocks: rule plots renders it with the family's figures.
+        page_blocks=[f"{GRID}/pages/{family}.json" for family in GRID_FAMILIES],
         reproduction=report(f"{GRID}/report/reproduction.html", caption="../report/reproduction.rst",
                             category="Reproduction"),
     params:
@@ -45,16 +44,32 @@ rule aggregate:
         "../scripts/aggregate.py"
 
 
+def figure_captions():
+    """Each figure's report caption (workflow/report/plots/<name>.rst), shown under it on the page too."""
+    out = {}
+    for name in PLOTS:
+        with open(os.path.join(workflow.basedir, "workflow", "report", "plots", f"{name}.rst")) as f:
+            out[name] = f.read()
+    return out
+
+
+# A family's figures, then its report page: the tables (from aggregate) with each figure
+# embedded below the tables it illustrates.
 rule plots:
     input:
         summary=f"{GRID}/leaderboard.json",
         train=grid_train_records(),
+        page=f"{GRID}/pages/{{family}}.json",
     output:
         **{name: report(f"{GRID}/plots/{{family}}/{name}.png", caption=f"../report/plots/{name}.rst",
                         category="{family}", subcategory="Figures", labels={"figure": name.replace("_", " ")})
            for name in PLOTS},
+        page=report(f"{GRID}/report/{{family}}.html", caption="../report/family_page.rst", category="{family}",
+                    subcategory="Tables", labels={"page": "tables, comparisons, costs, cells, figures"}),
     params:
         code=code_hash("lora_tsd.aggregate.figures.draw"),
+        page_code=code_hash("lora_tsd.aggregate.page"),
+        captions=figure_captions(),
     wildcard_constraints:
         family="|".join(GRID_FAMILIES),
     log:

@@ -22,6 +22,6 @@ stamp = {"commit": provenance.git_commit(), "config_hash": provenance.config_has
          **({"setting": snakemake.params.setting} if snakemake.params.setting else {})}
 tables.write(list(snakemake.input.cells) + list(snakemake.input.base), config, stamp,
              snakemake.output.md, snakemake.output.csv, snakemake.output.json, snakemake.output.paired,
-             out_pages={**dict(zip(snakemake.params.families, snakemake.output.pages)),
-                        "reproduction": snakemake.output.reproduction, None: snakemake.output.page},
+             out_pages={"reproduction": snakemake.output.reproduction, None: snakemake.output.page},
+             out_blocks=dict(zip(snakemake.params.families, snakemake.output.page_blocks)),
              forgetting_files=list(snakemake.input.forgetting) if snakemake.params.forgetting else None)

@@ -6,10 +6,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import ScaledTranslation
 
-from .style import (colour, count_label, grid, legend_below, log_ticks, method_handles, method_order,
-                    panel_title, placeholder, rank_handles, rank_hatch, rank_key, rank_marker)
+from .style import (DistinctFormatter, colour, count_label, count_unit, grid, legend_below, log_ticks,
+                    method_handles, method_order, panel_title, percent_label, percent_unit, placeholder,
+                    rank_handles, rank_hatch, rank_key, rank_marker)
+
+# Below this ratio of the largest to the smallest parameter count a log axis adds nothing (its
+# ticks are linear ones anyway): the pareto figure draws a linear axis instead.
+LOG_AXIS_RATIO = 2.0
 
 
 def primary_metric(rows: pd.DataFrame) -> str:
@@ -126,11 +132,18 @@ def pareto_figure(summary: pd.DataFrame) -> Figure:
         ax.update_datalim(np.column_stack([np.r_[params, params], np.r_[scores - bars[0], scores + bars[1]]]))
         ax.autoscale_view()
         based |= draw_base(ax, rows)
-        ax.set_xscale("log")
+        # Counts a factor of 2 apart or closer (every method at one rank: 1.658M to 1.662M)
+        # get a linear axis whose labels have the decimals that tell the ticks apart.
+        logged = params.max() / params.min() >= LOG_AXIS_RATIO
         span = np.log10(params.max() / params.min())
-        log_ticks(ax.xaxis, count_label, span)
+        if logged:
+            ax.set_xscale("log")
+            log_ticks(ax.xaxis, count_label, span, count_unit)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # room for labels of 6 or 7 digits
+            ax.xaxis.set_major_formatter(DistinctFormatter(count_label, count_unit))
         ax.margins(x=0.12)  # room for the nudged markers
-        ax.set_xlabel("trainable parameters (log scale)")
+        ax.set_xlabel("trainable parameters" + (" (log scale)" if logged else ""))
         ax.set_ylabel(f"{rows['metric'].iloc[0]} (%)")
         ax.set_title(panel_title(*key), fontsize=10)
         ax.grid(alpha=0.3, which="both")
@@ -138,7 +151,11 @@ def pareto_figure(summary: pd.DataFrame) -> Figure:
         if not base_params.empty and base_params.iloc[0] > 0:
             total = float(base_params.iloc[0])
             top = ax.secondary_xaxis("top", functions=(lambda x, t=total: 100 * x / t, lambda p, t=total: p * t / 100))
-            log_ticks(top.xaxis, lambda v: f"{v:.3g}%", span)
+            if logged:
+                log_ticks(top.xaxis, percent_label, span, percent_unit)
+            else:
+                top.xaxis.set_major_locator(MaxNLocator(nbins=4))
+                top.xaxis.set_major_formatter(DistinctFormatter(percent_label, percent_unit))
             top.set_xlabel(f"% of the base model's {count_label(total)} parameters", fontsize=9)
     handles = method_handles(heads.loc[heads["method"] != "base", "method"]) + rank_handles(all_ranks) + \
         [Line2D([], [], color="k", alpha=0.6, label="Pareto front")] + ([base_handle()] if based else [])

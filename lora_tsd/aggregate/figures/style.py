@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import Formatter, LogLocator, NullFormatter
 
 
 DPI = 110
@@ -100,22 +100,66 @@ def rank_handles(ranks, markers: bool = True) -> list:
             for r in ranks if r != "-"]
 
 
-def log_ticks(axis, label, decades: float) -> None:
+def log_ticks(axis, label, decades: float, unit) -> None:
     """Labelled log ticks, denser when the data spans less than a few decades, so a narrow
-    range (ranks 8 and 16: a factor 2) still gets several."""
+    range (ranks 8 and 16: a factor 2) still gets several; `label` and `unit` as
+    DistinctFormatter's, so no two ticks read the same."""
     subs = np.arange(1.0, 10.0) if decades < 0.5 else (1.0, 2.0, 3.0, 5.0, 7.0) if decades < 2 \
         else (1.0, 2.0, 5.0) if decades < 4 else (1.0,)
     axis.set_major_locator(LogLocator(subs=subs))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
+    axis.set_major_formatter(DistinctFormatter(label, unit, short=True))
     axis.set_minor_formatter(NullFormatter())
+
+
+class DistinctFormatter(Formatter):
+    """Tick labels that never read the same for two ticks. With `short` (a log axis: ticks
+    at 1, 2, 5 x a power of ten), `label(value)` per tick when those labels all differ;
+    otherwise (and always on a linear axis) every tick in one unit, `unit(values)` -> (size,
+    suffix), with the fewest decimals that write each tick exactly: ticks from 1 657 500 to
+    1 662 500 read 1.6575M, 1.6600M, 1.6625M, where "%.3g" gave 1.66M at every tick."""
+
+    def __init__(self, label, unit, short: bool = False):
+        self.label, self.unit, self.short = label, unit, short
+
+    def __call__(self, x, pos=None):  # one value alone (a cursor readout): the short form
+        return self.label(x)
+
+    def format_ticks(self, values):
+        values = list(values)
+        if self.short:
+            labels = [self.label(v) for v in values]
+            if len(set(labels)) == len(labels):
+                return labels
+        size, suffix = self.unit(values)
+        scaled = [v / size for v in values]
+        decimals = next((d for d in range(10) if all(abs(x - round(x, d)) <= 1e-9 * max(1.0, abs(x))
+                                                     for x in scaled)), 9)
+        return [f"{x:.{decimals}f}{suffix}" for x in scaled]
+
+
+UNITS = ((1e9, "B"), (1e6, "M"), (1e3, "k"))
 
 
 def count_label(n: float) -> str:
     """1200 -> 1.2k, 4e6 -> 4M: parameter counts at a glance."""
-    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+    for size, unit in UNITS:
         if abs(n) >= size:
             return f"{n / size:.3g}{unit}"
     return f"{n:.3g}"
+
+
+def count_unit(values) -> tuple[float, str]:
+    """One unit for a whole axis of counts: the largest value's (k, M, B)."""
+    top = max((abs(v) for v in values), default=0.0)
+    return next(((size, unit) for size, unit in UNITS if top >= size), (1.0, ""))
+
+
+def percent_label(v: float) -> str:
+    return f"{v:.3g}%"
+
+
+def percent_unit(values) -> tuple[float, str]:
+    return 1.0, "%"
 
 
 def panel_title(family, protocol, model, task=None) -> str:
