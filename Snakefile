@@ -46,7 +46,8 @@ if _problems:
 
 
 # CPU-only rules run where snakemake runs (on a cluster: the login node, which also reaches
-# the hub); train, eva_init, evaluate, evaluate_base, forgetting and forgetting_base go to the executor.
+# the hub); train, the stages (eva_init, gradient_init, corda_init, svd_cache), evaluate,
+# evaluate_base, forgetting and forgetting_base go to the executor.
 localrules:
     all,
     aggregate,

@@ -170,7 +170,10 @@ def test_result_neutral_knobs_and_script_edits_rerun_nothing(tree, restore):
     repo, work = tree
     assert _planned(repo, work) == {}
     assert _planned(repo, work, train={"checkpoint_every": 1}, eval={"batch_size": 3}) == {}
-    assert _planned(repo, work, tsd={"svd_cache": False}, cluster={"tflops": 7, "max_runtime": 60}) == {}
+    assert _planned(repo, work, cluster={"tflops": 7, "max_runtime": 60}) == {}
+    # the cache switched off reruns only the SVD stage (which then keeps nothing), no cell: the
+    # cells take its manifest as an ancient input
+    assert _planned(repo, work, tsd={"svd_cache": False}) == {"svd_cache": 1}
     assert _planned(repo, work, "a.yaml", "--set-threads", "train=2", "evaluate=2") == {}
     script = repo / "workflow" / "scripts" / "train.py"
     script.write_text(script.read_text() + "\n# a touched script\n")

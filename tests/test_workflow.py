@@ -110,6 +110,26 @@ def test_run_folders_hold_a_standard_peft_adapter_metrics_and_analysis(workdir, 
     assert glue_cfg["task_type"] == "SEQ_CLS" and "classifier" in glue_cfg["modules_to_save"]
 
 
+def test_the_svd_stage_runs_once_per_model_and_dtype_and_cells_after_it_compute_no_svd(workdir, smoke_run):
+    # tiny-llama's weights in config.yaml's base_dtype (bfloat16), the tiny BERT's in float32
+    assert _jobs(smoke_run.stdout + smoke_run.stderr).get("svd_cache") == 2
+    manifests = {m.parent.name: json.loads(m.read_text()) for m in [
+        workdir / "resources/svd/tiny-llama/bfloat16-float32.json", workdir / "resources/svd/tiny-bert/float32-float32.json"]}
+    assert manifests["tiny-llama"]["base_dtype"] == "bfloat16" and manifests["tiny-bert"]["base_dtype"] == "float32"
+    matrices = {model: len(m["matrices"]) for model, m in manifests.items()}
+    assert matrices == {"tiny-llama": 10, "tiny-bert": 12}
+    assert all(m["computed"] + m["kept"] == len(m["matrices"]) for m in manifests.values())
+    reads = {"lora_dash": 2, "lora_init": 2, "lora_tsd": 3}  # the switch and / or the init, then the analysis
+    seen = set()
+    for record in (workdir / GRID / "runs").glob("*/*/*/r4/s0/train.json"):
+        metrics = json.loads(record.read_text())
+        if metrics["method"] in reads:
+            hits = reads[metrics["method"]] * matrices[metrics["model"]]
+            assert metrics["svd_cache"].startswith(f"[svd-cache] {hits} hits, 0 computed "), (record, metrics["svd_cache"])
+            seen.add((metrics["model"], metrics["method"]))
+    assert len(seen) == 2 * len(reads)
+
+
 def test_train_sets_are_built_once_and_shared(workdir, smoke_run):
     from lora_tsd.data import prepare
 

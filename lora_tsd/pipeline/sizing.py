@@ -19,6 +19,7 @@ LOAD_BYTES = {"float32": 4, "bfloat16": 2, "auto": 2}
 ROWS_IF_UNKNOWN = 400_000  # a train set not built yet: about GLUE MNLI's train split, the largest used
 TEST_ROWS_IF_UNKNOWN = 10_042  # a test set not built yet: HellaSwag's, the largest used
 DECODE_SLOWDOWN = 10  # a generated token costs about 10 prefill tokens (decoding is memory-bound)
+SVD_SLOWDOWN = 100  # an SVD (sequential reductions) sustains about 1% of the throughput cluster.tflops assumes
 
 
 class SizingError(ValueError):
@@ -116,6 +117,14 @@ def train_runtime(n_params: int, train: dict, cluster: dict, train_set_dir=None,
     frozen weights), every step's batch padded to max_length."""
     tokens = train_steps(train, train_set_dir, tsd, method) * train["batch_size"] * train["max_length"]
     return _minutes(6 * n_params * tokens, cluster)
+
+
+def svd_runtime(n_params: int, cluster: dict) -> int:
+    """Minutes for a model's SVD stage: an m x n SVD with its vectors costs about 20 m n min(m, n)
+    FLOPs; the adapted matrices hold at most n_params weights, and min(m, n) is at most the hidden
+    size d, at most sqrt(n_params / 192) (16 or more decoder layers of 12 d^2 weights each); run at
+    1 / SVD_SLOWDOWN of cluster.tflops."""
+    return _minutes(20 * n_params * math.sqrt(n_params / 192) * SVD_SLOWDOWN, cluster)
 
 
 def test_rows(eval_cfg: dict, data_dir=None) -> int:

@@ -40,6 +40,11 @@ def train_minutes(wildcards, input):
                                 config["tsd"], wildcards.method)
 
 
+def svd_minutes(wildcards):
+    """runtime of the SVD stage: start-up + the SVDs of a model's weights (sizing.svd_runtime)."""
+    return sizing.svd_runtime(n_params(wildcards), config["cluster"])
+
+
 def eval_minutes(wildcards, input):
     """runtime of an evaluation job: start-up + 2 x (2 x params x tokens scored) at cluster.tflops,
     tokens per row from the task's protocols (choices x max_length, generated tokens x beams)."""

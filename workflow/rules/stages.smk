@@ -59,3 +59,36 @@ use rule eva_init as corda_init with:
         runtime=lambda wc, input: train_minutes(SimpleNamespace(**dict(wc.items()), method="corda"), input),
     log:
         GRID + "/stages/{model}/{train_set}/corda_r{rank}.log",
+
+
+# Every SVD a model's cells read (svd_input in common.smk: the TSD methods, MiLoRA, any cell
+# that traces its change rates), computed once per model x base-weight dtype x SVD dtype into
+# the shared cache resources/svd/<model>/ before those cells, which then only read it (their
+# switch_s and train_time_s no longer hold the cold SVDs). Its output is a manifest (key, shape
+# and seconds per matrix); the entries are the cache's own files. Cells take it as an ancient
+# input: a rerun of this stage (its code, the cache switched on or off) retrains nothing.
+rule svd_cache:
+    input:
+        model=model_input,
+    output:
+        "resources/svd/{model}/{base_dtype}-{svd_dtype}.json",
+    params:
+        model_source=model_source,
+        kind=lambda wc: models.kind(model_name(wc), config["model_kinds"]),
+        target_modules=lambda wc: config["target_modules"].get(model_name(wc)),
+        cache_dir=lambda wc: svd_dir(wc.model) if config["tsd"]["svd_cache"] else None,
+        code=code_hash("lora_tsd.methods.svds"),
+    threads: 1
+    # Cache off, it only writes its manifest: no GPU, where snakemake runs.
+    localrule: not config["tsd"]["svd_cache"]
+    resources:
+        gpu=1 if config["tsd"]["svd_cache"] else 0,
+        mem_mb=lambda wc, attempt: job_mem_mb(wc, attempt, tsd=True, dtype=wc.base_dtype),  # + a key's host copy
+        runtime=svd_minutes,
+    wildcard_constraints:
+        base_dtype="auto|float32|bfloat16",
+        svd_dtype="float32|float64",
+    log:
+        "resources/svd/{model}/{base_dtype}-{svd_dtype}.log",
+    script:
+        "../scripts/stage.py"

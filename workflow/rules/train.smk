@@ -6,6 +6,7 @@ rule train:
         model=model_input,
         data=lambda wc: train_set_dir(wc.train_set),
         stage=stage_input,
+        svds=svd_input,
     output:
         adapter=directory(f"{RUN}/adapter"),
         metrics=f"{RUN}/train.json",

@@ -16,15 +16,22 @@ gpu, gpu_lock = gpu_slots.claim()
 
 # rule -> (lora_tsd.methods module, function)
 STAGES = {"eva_init": ("eva", "eva_init"), "gradient_init": ("lora_ga", "gradient_init"),
-          "corda_init": ("corda", "corda_init")}
+          "corda_init": ("corda", "corda_init"), "svd_cache": ("svds", "svd_cache")}
 
 from lora_tsd import faults
 
 w = snakemake.wildcards
 module, function = STAGES[snakemake.rule]
-per_cell = {key: int(w[key]) for key in ("rank", "seed") if key in w.keys()}
-cfg = dict(snakemake.params.train)
-with faults.out_of_memory(f"in {snakemake.rule} for {w.model}/{w.train_set}", faults.train_levers(cfg)):
+if snakemake.rule == "svd_cache":  # per model and dtypes: no train set, data or train options
+    what = f"in svd_cache for {w.model} ({w.base_dtype} weights, {w.svd_dtype} SVDs)"
+    levers = [f"tsd.svd_dtype float32 (now {w.svd_dtype})", "a larger GPU for this rule (the profile's gpu_model / mem_mb)"]
+    args = dict(kind=snakemake.params.kind, base_dtype=w.base_dtype, svd_dtype=w.svd_dtype,
+                targets=snakemake.params.target_modules, cache_dir=snakemake.params.cache_dir)
+else:
+    cfg = dict(snakemake.params.train)
+    what, levers = f"in {snakemake.rule} for {w.model}/{w.train_set}", faults.train_levers(cfg)
+    args = dict(train_set=w.train_set, data_dir=snakemake.input.data, cfg=cfg,
+                **{key: int(w[key]) for key in ("rank", "seed") if key in w.keys()})
+with faults.out_of_memory(what, levers):
     getattr(import_module(f"lora_tsd.methods.{module}"), function)(
-        model_src=snakemake.params.model_source, train_set=w.train_set, data_dir=snakemake.input.data,
-        cfg=cfg, out=snakemake.output[0], threads=snakemake.threads, **per_cell)
+        model_src=snakemake.params.model_source, out=snakemake.output[0], threads=snakemake.threads, **args)
