@@ -258,7 +258,8 @@ def _flags(line: str) -> dict:
 
 def _with_commonsense170k(workdir):
     (workdir / "resources").mkdir(parents=True, exist_ok=True)
-    (workdir / "resources" / "commonsense_170k.json").write_text("[]")
+    (workdir / "resources" / "commonsense_170k.json").write_text(  # one row: the start-up check reads it
+        '[{"instruction": "q", "input": "", "output": "the correct answer is true"}]')
 
 
 @pytest.mark.e2e
@@ -266,11 +267,13 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
     configs = [ROOT / "configs/paper/commonsense.yaml", ROOT / "configs/paper/commonsense-llama3-8b.yaml"]
     _with_commonsense170k(tmp_path)
     _fake_upstream(tmp_path, configs)
-    # 18 trainings + 8 base-model scorings + the base model's forgetting score
-    lines = _submissions(tmp_path, configs, expected=18 + 8 + 1)
-    assert len(lines) == 27
+    # the SVD stage, LoRA's and DoRA's 12 trainings (LoRA-Dash's 6 wait for the stage, which
+    # never ends here), 8 base-model scorings and the base model's forgetting score
+    lines = _submissions(tmp_path, configs, expected=1 + 12 + 8 + 1)
+    assert len(lines) == 22
     flags = [_flags(line) for line in lines]
-    assert {f["rule"] for f in flags} == {"train", "evaluate_base", "forgetting_base"}  # CPU-only rules ran locally
+    # CPU-only rules ran locally
+    assert {f["rule"] for f in flags} == {"svd_cache", "train", "evaluate_base", "forgetting_base"}
     for f in flags:
         assert f["--gpus"] == "1" and f["-p"] == "gpu" and f["--cpus-per-task"] == "8" and f["--requeue"]
         # Llama-3-8B loads in bf16 on a GPU (train.base_dtype, eval.dtype: auto): 15.3 GB of
@@ -278,6 +281,9 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
         assert int(f["--mem"]) in (29_000, 37_000)
     assert {int(f["--mem"]) for f in flags} == {29_000, 37_000}
     trains = [f for f in flags if f["rule"] == "train"]
+    # the SVD stage holds the bf16 weights and a host copy of each for its key: 37 GB; its SVDs
+    # are sized at 1% of cluster.tflops (sizing.svd_runtime)
+    assert [(f["--mem"], f["-t"]) for f in flags if f["rule"] == "svd_cache"] == [("37000", "45")]
     # 3 epochs of 170K rows at batch 16 x 256 tokens: 35 h by the estimate (2 x the FLOPs at
     # 100 TFLOP/s), so capped at 24 h; the cell resumes from its checkpoint on the next attempt
     assert {f["-t"] for f in trains} == {"1440"}
@@ -289,9 +295,10 @@ def test_the_profile_sends_only_gpu_jobs_sized_for_an_8b_preset(tmp_path):
 def test_the_profile_on_the_smoke_grid_asks_for_little(tmp_path):
     configs = [ROOT / "configs/smoke.yaml"]
     _fake_upstream(tmp_path, configs)
-    # 16 trainings + 5 base-model scorings + the tiny Llama's forgetting score
-    lines = _submissions(tmp_path, configs, expected=16 + 5 + 1)
+    # the SVD stage per model, LoRA's 4 trainings (the TSD methods' 12 wait for the stages),
+    # 5 base-model scorings and the tiny Llama's forgetting score
+    lines = _submissions(tmp_path, configs, expected=2 + 4 + 5 + 1)
     flags = [_flags(line) for line in lines]
-    assert {f["rule"] for f in flags} == {"train", "evaluate_base", "forgetting_base"}
+    assert {f["rule"] for f in flags} == {"svd_cache", "train", "evaluate_base", "forgetting_base"}
     for f in flags:
         assert f["--gpus"] == "1" and int(f["--mem"]) <= 8000 and int(f["-t"]) <= 15

@@ -1,4 +1,5 @@
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -25,38 +26,45 @@ def _merged(*paths) -> dict:
     return cfg
 
 
-# preset files -> (train, evaluate, validate, forgetting, forgetting_base) jobs of its whole DAG.
+# preset files -> (train, evaluate, validate, forgetting, forgetting_base, svd_cache) jobs of its whole DAG.
 # train: settings x methods x ranks x seeds x train sets; evaluate: each cell on its train set's
 # tasks (commonsense: 8 from one train set; GLUE: one per dataset); validate: a sweep's cells on
 # the same tasks' validation rows (select_by score), none without a sweep; forgetting: every
 # trained causal-LM cell once (a sweep: every candidate, as the tuned table may pick any), none for
-# GLUE; forgetting_base: once per causal model. The sweep variants train 3 settings (x0.5, x1, x2).
+# GLUE; forgetting_base: once per causal model; svd_cache: once per model and dtypes its SVD-reading
+# cells load (LoRA-Dash in every preset; one model each, the hub smoke's two). The sweep variants
+# train 3 settings (x0.5, x1, x2).
 PRESETS = {
-    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml"): (18, 144, 0, 18, 1),
-    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml"): (18, 144, 0, 18, 1),
-    ("configs/paper/glue-debertav3-base.yaml",): (72, 72, 0, 0, 0),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml"): (18, 144, 0, 18, 1, 1),
+    ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml"): (18, 144, 0, 18, 1, 1),
+    ("configs/paper/glue-debertav3-base.yaml",): (72, 72, 0, 0, 0, 1),
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
-     "configs/paper/commonsense-llama7b-sweep.yaml"): (54, 432, 432, 54, 1),
+     "configs/paper/commonsense-llama7b-sweep.yaml"): (54, 432, 432, 54, 1, 1),
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama3-8b.yaml",
-     "configs/paper/commonsense-llama3-8b-sweep.yaml"): (54, 432, 432, 54, 1),
-    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/glue-debertav3-base-sweep.yaml"): (216, 216, 216, 0, 0),
+     "configs/paper/commonsense-llama3-8b-sweep.yaml"): (54, 432, 432, 54, 1, 1),
+    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/glue-debertav3-base-sweep.yaml"): (216, 216, 216, 0, 0, 1),
     # the exploration: 6 adapter methods x 3 ranks + full fine-tuning once (it has no rank)
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
-     "configs/paper/explore-llama7b.yaml"): (19, 152, 0, 19, 1),
+     "configs/paper/explore-llama7b.yaml"): (19, 152, 0, 19, 1, 1),
     # LoRA-Init beside LoRA-GA, CorDA and LoRA-One on the paper presets: 8 methods
     ("configs/paper/commonsense.yaml", "configs/paper/commonsense-llama7b.yaml",
-     "configs/paper/init-baselines.yaml"): (48, 384, 0, 48, 1),
-    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/init-baselines.yaml"): (192, 192, 0, 0, 0),
+     "configs/paper/init-baselines.yaml"): (48, 384, 0, 48, 1, 1),
+    ("configs/paper/glue-debertav3-base.yaml", "configs/paper/init-baselines.yaml"): (192, 192, 0, 0, 0, 1),
     # the hub path in seconds (run through a served hub in tests/test_hub.py): 2 causal cells
-    ("configs/hub-smoke.yaml",): (4, 6, 0, 2, 1),
+    ("configs/hub-smoke.yaml",): (4, 6, 0, 2, 1, 2),
 }
+
+
+ROW = {"instruction": "Which is a mammal? Answer1: whale Answer2: shark", "input": "",
+       "output": "the correct answer is answer1"}  # a Commonsense170K row
 
 
 @pytest.fixture
 def with_commonsense170k(tmp_path, monkeypatch):
-    """A working directory holding the file the real-scale configs name (its content is not read)."""
+    """A working directory holding the file the real-scale configs name (one row: the start-up
+    check reads it)."""
     (tmp_path / "resources").mkdir()
-    (tmp_path / "resources" / "commonsense_170k.json").write_text("[]")
+    (tmp_path / "resources" / "commonsense_170k.json").write_text(json.dumps([ROW]))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -101,7 +109,7 @@ def test_paper_presets_build_their_whole_dag_without_network(paths, with_commons
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if line.strip()[:1].isalpha()
               and line.split()[-1].isdigit()}
     assert (counts["train"], counts["evaluate"], counts.get("validate", 0), counts.get("forgetting", 0),
-            counts.get("forgetting_base", 0)) == PRESETS[paths]
+            counts.get("forgetting_base", 0), counts.get("svd_cache", 0)) == PRESETS[paths]
 
 
 def test_glue_preset_gives_each_dataset_its_official_recipe():

@@ -159,6 +159,8 @@ def test_glue_normalisers(task, row, expected):
 
 @pytest.mark.parametrize("name,source,override,origin", [
     ("commonsense170k", "embedded", None, "tasks"),
+    ("commonsense170k", "embedded", "mine.json", "hub"),  # train_data is read with embedded data too
+    ("alpaca", "embedded", "yahma/alpaca-cleaned", "hub"),
     ("commonsense170k", "hub", None, "tasks"),  # no default hub id: the 8 hub train splits, rendered
     ("commonsense170k", "hub", "resources/commonsense_170k.json", "hub"),
     ("alpaca", "embedded", None, "packaged"),

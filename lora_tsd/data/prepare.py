@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .. import atomic
-from . import prompts
+from . import prompts, train_files
 from .tasks import TASKS, TRAIN_SETS
 
 
@@ -130,21 +130,28 @@ def _write_rows(out: str | Path, files: dict[str, list[dict]], manifest: dict) -
 
 def train_set_origin(name: str, source: str, hub_override: str | None = None) -> str:
     """Where a train set's rows come from: "tasks" (its tasks' train splits, which the workflow
-    must prepare first), "packaged" (a file this package ships) or "hub" (a hub id or local JSON)."""
+    must prepare first), "packaged" (a file this package ships) or "hub" (a hub id or local JSON).
+    A train_data entry (`hub_override`) is read whatever the data source (embedded: the test
+    rows stay the embedded carve's); GLUE trains on its task's own split (the config check
+    refuses a train_data entry for it)."""
     spec = TRAIN_SETS[name]
     if spec.family == "glue":
         return "tasks"
+    if hub_override:
+        return "hub"
     if source == "embedded":
         return "packaged" if spec.packaged else "tasks"
-    return "hub" if hub_override or spec.hub else "tasks"
+    return "hub" if spec.hub else "tasks"
 
 
 def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str, str | Path],
                     hub_override: str | None = None) -> dict:
-    """Write <out>/train.jsonl in the train set's format. Embedded: the carved train splits of
-    its tasks (commonsense rendered as Commonsense170K rows) or the shipped file; real configs:
-    the hub id or local JSON the config names (`train_data`), else the registry's default."""
+    """Write <out>/train.jsonl in the train set's format: the hub id or local JSON the config
+    names (`train_data`, with either data source; its rows checked first), else, embedded, the
+    carved train splits of its tasks (commonsense rendered as Commonsense170K rows) or the
+    shipped file, and, hub, the registry's default."""
     spec, origin = TRAIN_SETS[name], train_set_origin(name, source, hub_override)
+    local = bool(hub_override) and Path(hub_override).suffix in train_files.SUFFIXES
     if spec.family == "glue":  # the task's own train split, already normalised
         rows = read_jsonl(Path(task_dirs[spec.tasks[0]]) / "train.jsonl")
         how = f"{spec.tasks[0]} train split"
@@ -157,9 +164,14 @@ def build_train_set(name: str, source: str, out: str | Path, task_dirs: dict[str
         how = f"carved train splits of {', '.join(spec.tasks)} in the Commonsense170K format"
     else:
         where = hub_override or spec.hub
-        rows = [{k: r.get(k) or "" for k in ("instruction", "input", "output")}
-                for r in _hub_rows(where, None, spec.hub_split, f"train set {name}",
-                                   f"set train_data.{name} to a local JSON file or another hub id")]
+        if local:  # a JSON array or JSON Lines, as datasets' json loader reads them
+            read = train_files.read_rows(where)
+        else:
+            read = list(_hub_rows(where, None, spec.hub_split, f"train set {name}",
+                                  f"set train_data.{name} to a local JSON file or another hub id"))
+        # Every row has the format's fields before anything is written (the file, the row and the field named).
+        train_files.check_rows(read, f"train_data.{name}: {where}" + ("" if local else f" ({spec.hub_split} split)"))
+        rows = [{k: r.get(k) or "" for k in ("instruction", "input", "output")} for r in read]
         how = f"{where} ({spec.hub_split} split)"
         rows, dropped = without_validation(rows, task_dirs) if spec.family == "commonsense" else (rows, 0)
         if dropped:

@@ -89,6 +89,7 @@ def run(model_name: str, model_src: str, sample: str | Path, adapter: str | Path
                                  f"{ref.get('dtype')}) than this cell ({record['token_sha256']}, {record['dtype']}): "
                                  f"rerun the base model's forgetting rule")
             record.update(base_ce=ref["ce"], forgetting=record["ce"] - ref["ce"])
-    record.update(packages=provenance.package_versions(), git_commit=provenance.git_commit())
+    record.update(packages=provenance.package_versions(), git_commit=provenance.git_commit(),
+                  hardware=provenance.hardware(compute_dtype=dtype))
     atomic.write_json(out, record)
     return record

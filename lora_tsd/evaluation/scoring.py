@@ -164,10 +164,12 @@ def run(model_name: str, model_src: str, task: str, test_file: str | Path, adapt
         what = f"scoring {model_name} {run_info.get('method', 'base')} on {task}"
         with faults.out_of_memory(what, faults.eval_levers(eval_cfg)):
             results = score(model_src, task, test_file, adapter, eval_cfg, source if split == "test" else "embedded")
+    dtype = scoring_dtype(task, eval_cfg)
     record = {"model": model_name, "task": task, "family": spec.family, "train_set": spec.train_set,
               **({} if split == "test" else {"split": split}),
-              "diverged": diverged, "eval_dtype": str(scoring_dtype(task, eval_cfg)).removeprefix("torch."),
+              "diverged": diverged, "eval_dtype": str(dtype).removeprefix("torch."),
               "protocols": {p: PROTOCOLS[p] for p in results}, "eval_config": eval_cfg, **run_info,
-              "results": results, "packages": provenance.package_versions(), "git_commit": provenance.git_commit()}
+              "results": results, "packages": provenance.package_versions(), "git_commit": provenance.git_commit(),
+              "hardware": provenance.hardware(compute_dtype=dtype)}
     atomic.write_json(out, record)
     return record

@@ -8,11 +8,12 @@ import jsonschema
 import yaml
 
 from .. import models, provenance
+from ..data import train_files
 from ..data.general_text import TEXTS
 from ..data.tasks import FAMILIES, TASKS, TRAIN_SETS
 from ..methods.registry import METHODS
 from ..training.checkpoint import RESULT_NEUTRAL, result_train  # noqa: F401  (the workflow reads both here)
-from . import sweep_checks
+from . import readers, shapes, sweep_checks
 from .messages import key_path as _key
 from .messages import unknown as _unknown
 from .cells import LENGTH_KEYS, OVERRIDES, cell_train, merge_train  # noqa: F401  (read here by the workflow)
@@ -123,13 +124,7 @@ def _registry_problems(config: dict, schema: dict) -> list[str]:
             for key in overrides if isinstance(overrides, dict) else []:
                 if key not in train_keys:
                     problems.append(_unknown(f"{section}.{name}.{key}", key, sorted(train_keys)))
-    for name, value in (config.get("train_data") or {}).items():
-        if name not in TRAIN_SETS:
-            problems.append(_unknown(f"train_data.{name}", name, sorted(TRAIN_SETS)))
-        elif isinstance(value, str) and local_path(value) and not Path(value).expanduser().is_file():
-            problems.append(f"config key 'train_data.{name}': local file {value!r} does not exist "
-                            f"(relative paths are read from {Path.cwd()}); allowed values: an existing JSON/JSONL "
-                            f"file, or a hub id such as 'org/name'")
+    problems += _train_data_problems(config)
     embedded = config.get("data_source", "embedded") == "embedded"
     for i, name in enumerate(config.get("tasks", [])):
         if name not in TASKS:
@@ -154,6 +149,33 @@ def _registry_problems(config: dict, schema: dict) -> list[str]:
             if name not in listed:
                 problems.append(_unknown(f"{section}.{name}", name, listed))
     return problems + _kind_problems(config)
+
+
+def _train_data_problems(config: dict) -> list[str]:
+    """Each train_data entry is read (with either data source): a train set of the grid's tasks
+    that rows can replace (not GLUE's, always its task's own split), and a local file that
+    exists, parses and has the format's fields in every row (a hub id's rows: at the data job).
+    An entry for a train set no task of the grid uses is inert, as readers.py's keys are."""
+    problems = []
+    used = sorted({TASKS[t].train_set for t in config.get("tasks", []) if t in TASKS})
+    replaceable = sorted(n for n, ts in TRAIN_SETS.items() if ts.family != "glue")
+    for name, value in (config.get("train_data") or {}).items():
+        key = f"config key 'train_data.{name}'"
+        if name not in TRAIN_SETS:
+            problems.append(_unknown(f"train_data.{name}", name, sorted(TRAIN_SETS)))
+        elif TRAIN_SETS[name].family == "glue":
+            problems.append(f"{key}: {value!r} for GLUE's {name}, which always trains on its task's own train "
+                            f"split (the embedded carve's, or the hub's); allowed keys: {', '.join(replaceable)}")
+        elif name not in used:
+            continue  # inert: no cell of this grid trains on it (read once one does: readers.py)
+        elif isinstance(value, str) and local_path(value):
+            if not Path(value).expanduser().is_file():
+                problems.append(f"{key}: local file {value!r} does not exist (relative paths are read from "
+                                f"{Path.cwd()}); allowed values: an existing JSON/JSONL file, or a hub id such as "
+                                f"'org/name'")
+            elif problem := train_files.file_problem(value):
+                problems.append(f"{key}: {problem}")
+    return problems
 
 
 def _a(kind: str) -> str:
@@ -259,15 +281,18 @@ def external_rule_problems(config: dict, rules: dict, run_of) -> list[str]:
     return problems
 
 
-def check(config: dict, schema_path: str | Path = SCHEMA) -> None:
-    """Raise ConfigError listing every problem; return None when the config is usable."""
+def check(config: dict, schema_path: str | Path = SCHEMA, defaults: str | Path | None = readers.DEFAULTS) -> None:
+    """Raise ConfigError listing every problem; return None when the config is usable.
+    `defaults`: the config every --configfile is merged over (config.yaml): a key left at its
+    value is never refused as unread (lora_tsd/pipeline/readers.py)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     problems = (_schema_problems(config, schema) + _length_problems(config) + _registry_problems(config, schema)
                 + _override_problems(config, schema) + _forgetting_problems(config))
     if not problems:
         problems = sweep_checks.problems(config, schema, known_methods(config))
-    if not problems:
-        problems = _consistency_problems(config)
+    if not problems:  # keys no cell reads; ranks and dash_s against the models' matrices
+        problems = (_consistency_problems(config) + readers.problems(config, schema, defaults and Path(defaults))
+                    + shapes.problems(config))
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 

@@ -33,7 +33,7 @@ def hub_needs(config: dict) -> dict[str, list[str]]:
     hub_models = [m for m in config.get("models", []) if models.is_hub_id(m) and not local_path(m)]
     datasets = [f"data_source: hub ({len(config.get('tasks', []))} tasks)"] if config.get("data_source") == "hub" else []
     datasets += [f"train_data.{ts}: {v}" for ts, v in (config.get("train_data") or {}).items()
-                 if config.get("data_source") == "hub" and not local_path(v)]
+                 if not local_path(v)]  # read with either data source
     forgetting = config.get("forgetting") or {}
     if forgetting.get("enabled", True) and isinstance(forgetting.get("text"), dict):
         datasets.append(f"forgetting.text: {forgetting['text'].get('dataset')}")

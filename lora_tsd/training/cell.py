@@ -118,7 +118,7 @@ def _run_cell(model_name, model_src, train_set, data_dir, method, rank, seed, cf
         **log, **exported, **ctx.timings,
         **peak_memory_mb(device), "svd_cache": ctx.cache.report(),
         "packages": provenance.package_versions(), "git_commit": provenance.git_commit(),
-        "hardware": provenance.hardware(),
+        "hardware": provenance.hardware(compute_dtype=amp_dtype or dtype),  # autocast's, else the weights' dtype
     }
     atomic.write_json(out_metrics, metrics)
     if ckpt.parent.exists():

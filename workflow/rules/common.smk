@@ -27,7 +27,7 @@ def _stop(message):
 
 # The schema ships with the package (workflow/schemas/ links to it), so a wheel install has it too.
 try:
-    check(config, CONFIG_SCHEMA)
+    check(config, CONFIG_SCHEMA, os.path.join(workflow.basedir, "config.yaml"))  # the config merged under every --configfile
 except ConfigError as err:
     _stop(err)
 validate(config, str(CONFIG_SCHEMA))  # also fills schema defaults
@@ -251,6 +251,33 @@ def method_ranks(method):
 
 def base_cells():
     return [f"{GRID}/runs/{m}/base/{task}.json" for m, task in PAIRS]
+
+
+def svd_dir(model):
+    """The model's SVD cache (tsd.svd_cache; workflow/scripts/train.py names the same folder)."""
+    return f"resources/svd/{model}"
+
+
+# Methods whose training reads SVDs of the original weights: LoRA-Dash's switch (and its
+# ablations'), LoRA-Init's init (LoRA-TSD both), MiLoRA's init.
+SVD_METHODS = TSD_METHODS | {"milora"}
+
+
+def svd_input(wildcards):
+    """The SVD stage's manifest for a cell that reads SVDs while it trains: an SVD method, or any
+    cell that traces its change rates (train.analysis_every; full fine-tuning reads W0's SVD at
+    its end); keyed by the weights' dtype as the cell loads them (encoders and full fine-tuning
+    in float32) and the SVD's. Ancient: the manifest orders the jobs, its time changes no result.
+    Other adapter cells read the cache in their end-of-run analysis only (not train time)."""
+    if wildcards.method not in METHODS:
+        return []
+    options = cell_options(wildcards)
+    if wildcards.method not in SVD_METHODS and not options.get("analysis_every"):
+        return []
+    encoder = models.kind(model_name(wildcards), config["model_kinds"]) == "encoder"
+    base = "float32" if encoder or trains_weights(wildcards.method) else options["base_dtype"]
+    svd = tsd_params(wildcards).get("svd_dtype", "float32")  # what make_context reads (float32 for non-TSD methods)
+    return [ancient(f"{svd_dir(wildcards.model)}/{base}-{svd}.json")]
 
 
 def stage_input(wildcards):

@@ -16,7 +16,14 @@ gpu, gpu_lock = gpu_slots.claim(count=processes)
 
 from lora_tsd.data.tasks import TRAIN_SETS
 from lora_tsd.pipeline.config import RESULT_NEUTRAL, cell_train
+from lora_tsd.pipeline import shapes
 from lora_tsd.training import cell, launch
+
+# A hub model's matrix sizes are known once it is downloaded: the start-up check of ranks and
+# tsd.dash_s against them (lora_tsd/pipeline/shapes.py) runs again here, before training starts.
+problems = shapes.problems(snakemake.config, only=[snakemake.params.model_name])
+if problems:
+    raise SystemExit("invalid config:\n  " + "\n  ".join(problems))
 
 w = snakemake.wildcards
 # Result-neutral knobs (checkpoint_every) are read here, not passed as params: changing them reruns nothing.
