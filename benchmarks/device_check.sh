@@ -87,6 +87,9 @@ elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b - a}'; }
 # record NAME key=value ...: one part's status, read by the summary (a value may hold spaces)
 record() { local name=$1; shift; printf '%s\n' "$@" >"$STATE/$name.status"; }
 
+# unrun NAME STATUS REASON: a part that does not run (skipped, or failed before it could), recorded and said
+unrun() { record "$1" "status=$2" "reason=$3"; say "$1: $2: $3"; }
+
 # part_line NAME: "status (wall s)" and the reason, if any, from the part's record
 part_line() {
   local f="$STATE/$1.status" reason
@@ -218,11 +221,9 @@ fi
 # ------------------------------------------------------------------ gpu.py
 GPU_PY_JSON="$LOGS/gpu_py.json"
 if ! asked gpu_py; then
-  record gpu_py status=skipped "reason=not asked for (DEVICE_CHECK_PARTS=$PARTS)"
-  say "gpu_py: skipped: not asked for (DEVICE_CHECK_PARTS=$PARTS)"
+  unrun gpu_py skipped "not asked for (DEVICE_CHECK_PARTS=$PARTS)"
 elif [ -n "$GPU_MISSED" ]; then
-  record gpu_py status=failed "reason=not run: $GPU_MISSED"
-  say "gpu_py: failed: not run: $GPU_MISSED"
+  unrun gpu_py failed "not run: $GPU_MISSED"
 else
   if [ "$DEVICE" = cuda ]; then
     default_args="--gen-prompts 32"; default_t=200; mode=gpu
@@ -234,8 +235,7 @@ else
   read -r -a gpu_args <<<"${DEVICE_CHECK_GPU_PY_ARGS-$default_args}"
   t=$(limit "${DEVICE_CHECK_GPU_PY_TIMEOUT:-$default_t}")
   if [ -z "$t" ]; then
-    record gpu_py status=failed "reason=not run: the budget ($BUDGET s) is spent"
-    say "gpu_py: failed: not run, the budget ($BUDGET s) is spent"
+    unrun gpu_py failed "not run: the budget ($BUDGET s) is spent"
   else
     say "gpu_py: running benchmarks/gpu.py ${gpu_args[*]} ($mode, timeout $t s) ..."
     run_part gpu_py "$t" "$LOGS/gpu_py.log" "$PYTHON" benchmarks/gpu.py "${gpu_args[@]}" --out "$GPU_PY_JSON"
@@ -248,17 +248,13 @@ fi
 GRID_LOG="$LOGS/smoke_grid.log"
 methods=${DEVICE_CHECK_GRID_METHODS:-lora lora_dash}
 if ! asked smoke_grid; then
-  record smoke_grid status=skipped "reason=not asked for (DEVICE_CHECK_PARTS=$PARTS)"
-  say "smoke_grid: skipped: not asked for (DEVICE_CHECK_PARTS=$PARTS)"
+  unrun smoke_grid skipped "not asked for (DEVICE_CHECK_PARTS=$PARTS)"
 elif [ -n "$GPU_MISSED" ]; then
-  record smoke_grid status=failed "reason=not run: $GPU_MISSED"
-  say "smoke_grid: failed: not run: $GPU_MISSED"
+  unrun smoke_grid failed "not run: $GPU_MISSED"
 elif [ -n "$NO_GPU" ] && [ "$CPU_GRID" != 1 ]; then
-  record smoke_grid status=skipped "reason=$NO_GPU; --cpu-grid (DEVICE_CHECK_CPU_GRID=1) runs it on the CPU"
-  say "smoke_grid: skipped: $NO_GPU"
+  unrun smoke_grid skipped "$NO_GPU; --cpu-grid (DEVICE_CHECK_CPU_GRID=1) runs it on the CPU"
 elif [ -z "$(limit 100000)" ]; then
-  record smoke_grid status=failed "reason=not run: the budget ($BUDGET s) is spent"
-  say "smoke_grid: failed: not run, the budget ($BUDGET s) is spent"
+  unrun smoke_grid failed "not run: the budget ($BUDGET s) is spent"
 else
   t_grid=$EPOCHREALTIME
   WD=$(mktemp -d "${TMPDIR:-/tmp}/device_check_grid.XXXXXX")

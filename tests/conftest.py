@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -86,3 +87,12 @@ def chromium():
             pytest.fail(missing)
         pytest.skip(missing)
     return exe
+
+
+@pytest.fixture
+def data_dir(tmp_path, examples):
+    """A folder holding `examples` as the train.jsonl a train set writes (cells read it)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+    return folder

@@ -34,14 +34,6 @@ def model_dir(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def data_dir(tmp_path, examples):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    (folder / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return folder
-
-
 def _run(model_dir, data_dir, out, cfg, method="lora_dash", tsd=TSD):
     return cell.run("tiny-llama", str(model_dir), "commonsense170k", data_dir, method, 4, 0, cfg,
                     out / "adapter", out / "train.json", tsd_cfg=dict(tsd), out_analysis=out / "analysis.npz")

@@ -31,14 +31,6 @@ def bert_dir(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def data_dir(tmp_path, examples):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    (folder / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return folder
-
-
 def _cell_keys(model_src, train_set, dtype, svd_dtype, seed=0) -> dict:
     """Each adapted matrix's cache key as a cell takes it (Context.svd_of): its model loaded and
     wrapped as training does, the key of the layer's original W."""

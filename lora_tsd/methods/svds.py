@@ -54,7 +54,7 @@ def svd_cache(model_src: str, kind: str, base_dtype: str, svd_dtype: str, target
         weight = export.original_weight(layer)
         key = cache.key(weight, precision)
         t0 = time.perf_counter()
-        computed = not (cache.root / f"{key}.pt").exists()  # the cache's layout: <key>.pt
+        computed = not cache.path(key).exists()
         if computed:
             cache.get(weight, precision, key=key)  # computed on the device, stored
             if device.type == "cuda":

@@ -109,7 +109,7 @@ class SVDCache:
         if self.root is None:
             self.misses += 1
             return svd(weight, dtype)
-        path = self.root / f"{key or self.key(weight, dtype)}.pt"
+        path = self.path(key or self.key(weight, dtype))
         if path.exists():
             try:
                 d = torch.load(path, weights_only=True, map_location=weight.device)  # where the model runs
@@ -122,6 +122,10 @@ class SVDCache:
         with atomic.file(path) as tmp:  # concurrent writers produce identical bytes; last rename wins
             torch.save({"U": dec.U, "S": dec.S, "Vh": dec.Vh}, tmp)
         return dec
+
+    def path(self, key: str) -> Path:
+        """Where the entry of `key` is kept (needs a cache dir)."""
+        return self.root / f"{key}.pt"
 
     def report(self) -> str:
         return f"[svd-cache] {self.hits} hits, {self.misses} computed ({self.root or 'no cache dir'})"

@@ -103,8 +103,8 @@ KEYS: dict[str, Key] = {
     "train_data": Key("prepare.build_train_set: the named train sets' rows, with either data source "
                       "(lora_tsd/pipeline/config.py checks the entries)"),
     "train_data.*": Key("prepare.build_train_set, with either data source",
-                        refused="GLUE's train sets (always their task's own split) and train sets no task of "
-                                "the grid trains on (lora_tsd/pipeline/config.py)"),
+                        refused="GLUE's train sets (always their task's own split; lora_tsd/pipeline/config.py)",
+                        inert="a train set no task of the grid trains on: " + VACUOUS),
     "methods": Key("every grid: the method dimension"),
     "external_methods": Key("workflow/rules/common.smk EXTERNAL and the baseline rules"),
     "external_methods.*": Key("a baseline trained by its own rule: its entry, by method name"),
