@@ -31,7 +31,7 @@ def train_levers(cfg: dict) -> list[str]:
 
 
 def eval_levers(eval_cfg: dict) -> list[str]:
-    return [f"eval.batch_size (now {eval_cfg['batch_size']}): scores do not change",
+    return [f"eval.batch_size (now {eval_cfg['batch_size']}): in bf16 a batch's padding moves scores by rounding",
             "eval.ifeval_max_gen_toks / eval.max_gen_toks (generation length; changes results)",
             "a larger GPU for this rule (the profile's gpu_model / mem_mb)"]
 

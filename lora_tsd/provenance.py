@@ -11,6 +11,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from . import kernels
+
 PACKAGES = ["torch", "transformers", "peft", "accelerate", "datasets", "evaluate", "lm_eval",
             "pandas", "snakemake", "lora-tsd-bench"]
 
@@ -86,7 +88,8 @@ def hardware(compute_dtype=None) -> dict:
     """What ran a result and which kernels it could take: the CPU's model and the ISA features
     that pick its kernels, torch's view of them (cpu_capability), thread counts, the float32
     matmul precision, the GPU's name and compute capability under CUDA, and the run's compute
-    dtype when the caller passes it (a torch.dtype or its name)."""
+    dtype when the caller passes it (a torch.dtype or its name), and the exact switch's kernel
+    pins where set (kernels.py)."""
     import torch
 
     cpu = cpu_info()
@@ -97,7 +100,8 @@ def hardware(compute_dtype=None) -> dict:
             "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
             "onednn": torch.backends.mkldnn.is_available(),
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "kernel_pins": kernels.pinned()}
     if compute_dtype is not None:
         info["compute_dtype"] = _dtype_name(compute_dtype)
     if torch.cuda.is_available():

@@ -71,7 +71,7 @@ def with_commonsense170k(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("paths", [("config.yaml",), ("configs/smoke.yaml",), ("configs/baselines.yaml",),
                                    ("configs/hub-example.yaml",), ("configs/lr-sweep.yaml",),
-                                   ("configs/explore.yaml",), *PRESETS])
+                                   ("configs/explore.yaml",), ("configs/exact.yaml",), *PRESETS])
 def test_shipped_configs_are_valid(paths, with_commonsense170k):
     check(_merged(*paths), SCHEMA)
 

@@ -169,7 +169,10 @@ def restore(tree):
 def test_result_neutral_knobs_and_script_edits_rerun_nothing(tree, restore):
     repo, work = tree
     assert _planned(repo, work) == {}
-    assert _planned(repo, work, train={"checkpoint_every": 1}, eval={"batch_size": 3}) == {}
+    assert _planned(repo, work, train={"checkpoint_every": 1}) == {}
+    # eval.batch_size rescores (a batch's padding rounds differently in bf16), and retrains nothing
+    rescored = _planned(repo, work, eval={"batch_size": 3})
+    assert rescored.get("evaluate") and rescored.get("evaluate_base") and "train" not in rescored
     assert _planned(repo, work, cluster={"tflops": 7, "max_runtime": 60}) == {}
     # the cache switched off reruns only the SVD stage (which then keeps nothing), no cell: the
     # cells take its manifest as an ancient input
@@ -208,6 +211,8 @@ def test_a_result_changing_option_retrains_every_cell(tree):
     assert jobs.get("train") == 4 and jobs.get("evaluate") == 4, jobs
     jobs = _planned(repo, work, tsd={"dash_s": 3})
     assert jobs.get("train") == 3, jobs  # only the TSD methods read tsd options
+    jobs = _planned(repo, work, exact=True)  # the exact switch: every job that runs torch again
+    assert (jobs.get("train"), jobs.get("evaluate"), jobs.get("svd_cache")) == (4, 4, 1) and jobs.get("evaluate_base"), jobs
 
 
 @pytest.mark.e2e

@@ -4,12 +4,13 @@ W = U diag(s) V^T, and the change rate of direction i under dW is |u_i^T dW v_i|
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .. import atomic
+from .. import atomic, kernels
 
 
 def live_directions(dec: "SVD") -> torch.Tensor:
@@ -101,6 +102,8 @@ class SVDCache:
         w = weight.detach().to("cpu").contiguous()
         h = hashlib.sha256(w.view(torch.uint8).numpy().tobytes())
         h.update(f"{tuple(w.shape)}|{w.dtype}|{dtype}".encode())
+        if kernels.pinned():  # the exact switch's SVDs come from its pinned kernels: kept apart
+            h.update(json.dumps(kernels.pinned(), sort_keys=True).encode())
         return h.hexdigest()[:32]
 
     def get(self, weight: torch.Tensor, dtype: torch.dtype = torch.float32, key: str | None = None) -> SVD:

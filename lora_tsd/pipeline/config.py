@@ -26,8 +26,9 @@ class ConfigError(ValueError):
 
 
 def result_eval(eval_cfg: dict) -> dict:
-    """eval options that can change a score (batch_size only changes speed)."""
-    return {k: v for k, v in eval_cfg.items() if k != "batch_size"}
+    """eval options that can change a score: all of them. batch_size too: in bf16, a batch's
+    padding moves the logits by rounding (one IFEval prompt of 60 flipped between 16 and 64)."""
+    return dict(eval_cfg)
 
 
 def result_tsd(tsd_cfg: dict) -> dict:
@@ -39,8 +40,8 @@ def result_tsd(tsd_cfg: dict) -> dict:
 
 def result_config(config: dict) -> dict:
     """The config less what cannot change a result (RESULT_NEUTRAL train keys in every section,
-    eval.batch_size, where SVDs are kept, job sizing): what the tables are stamped with."""
-    out = {k: v for k, v in config.items() if k != "cluster"}
+    where SVDs are kept, job sizing): what the tables are stamped with."""
+    out = {k: v for k, v in config.items() if k not in ("cluster", "reference")}  # job sizing; a file to compare with
     out["train"] = result_train(config.get("train", {}))
     for section in OVERRIDES:
         out[section] = {name: result_train(v) for name, v in (config.get(section) or {}).items()}

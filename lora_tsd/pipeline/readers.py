@@ -117,6 +117,7 @@ KEYS: dict[str, Key] = {
                  inert="full fine-tuning has no rank: it trains once, under the smallest rank's folder "
                        "(docs/configuration.md, methods)"),
     "seeds": Key("every grid: the seed dimension"),
+    "exact": Key("kernels.pin, in every job that runs torch (train, evaluate, forgetting, the stages)"),
     "data_source": Key("prepare.prepare and build_train_set: where task data comes from"),
     "split": Key("prepare.prepare, and the data key of resources/data/<key>/"),
     "split.test_fraction": Key("prepare.prepare: the embedded carve's test share",
@@ -153,7 +154,7 @@ KEYS: dict[str, Key] = {
                          inert="a grid without such methods: it only says where SVDs are kept, never a result"),
     "eval": Key("evaluation.scoring: every evaluation job"),
     "eval.limit": Key("evaluation.scoring: every task's test rows"),
-    "eval.batch_size": Key("evaluation.scoring: every protocol (speed only)"),
+    "eval.batch_size": Key("evaluation.scoring: every protocol (a result: a batch's padding rounds in bf16)"),
     "eval.protocols": Key("workflow/rules/evaluate.smk and evaluation.scoring",
                           inert="an entry no task of the grid is scored with: " + VACUOUS),
     "eval.num_beams": Key("the generative protocol", inert=VACUOUS),
@@ -169,6 +170,8 @@ KEYS: dict[str, Key] = {
        for k in ("text", "rows", "max_length")},
     **{f"forgetting.text.{k}": Key("data.general_text: a hub slice's coordinates",
                                    inert="as forgetting.text") for k in ("dataset", "config", "split", "field")},
+    "reference": Key("rule compare (workflow/rules/aggregate.smk): the published file a run is compared with",
+                     inert="every run but snakemake compare: it names a file to compare with, never a result"),
     "cluster": Key("pipeline.sizing, from workflow/rules/resources.smk: every job's resources"),
     **{f"cluster.{k}": Key("pipeline.sizing: job resources",
                            inert="a run without a scheduler: the local executor enforces no time or memory "

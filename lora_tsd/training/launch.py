@@ -39,6 +39,9 @@ def _worker(spec: str) -> None:
     die_with_parent()
     if os.getppid() == 1:  # the launcher died before the line above took effect
         raise SystemExit("the launcher is gone")
+    from .. import kernels
+
+    kernels.pin(kernels.inherited())  # the job's exact switch: torch's deterministic mode is per process
     from . import cell
 
     cell.run(**json.loads(Path(spec).read_text()))

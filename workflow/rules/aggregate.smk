@@ -76,3 +76,39 @@ rule plots:
         f"{GRID}/plots/{{family}}.log",
     script:
         "../scripts/plots.py"
+
+
+def reference_file():
+    """The published reference (config `reference`, {name} the grid's name), from the workflow's folder."""
+    path = (config.get("reference") or "docs/reference/{name}/leaderboard.json").format(name=config["name"])
+    return os.path.join(workflow.basedir, path)  # an absolute path stays itself
+
+
+def reference_hash():
+    """The reference's bytes as a param: a new published file redoes the comparison."""
+    path = reference_file()
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16] if os.path.isfile(path) else None
+
+
+localrules:
+    compare,
+
+
+# A finished grid against its published reference (not part of `all`: snakemake --cores all
+# compare). The comparison is written even when cells fall outside; the verdict goes to the terminal.
+rule compare:
+    input:
+        board=f"{GRID}/leaderboard.json",
+        records=grid_cells(shared_only=True) + base_cells(),
+    output:
+        md=f"{GRID}/comparison.md",
+        json=f"{GRID}/comparison.json",
+    params:
+        grid=GRID,
+        reference=reference_file(),
+        reference_hash=reference_hash(),
+        code=code_hash("lora_tsd.aggregate.published.compare"),
+    log:
+        f"{GRID}/comparison.log",
+    script:
+        "../scripts/compare.py"

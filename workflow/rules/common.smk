@@ -191,6 +191,12 @@ def cell_options(wildcards):
     return {**cfg, "target_modules": targets} if targets else cfg
 
 
+def exact_params():
+    """The exact switch where it is on (lora_tsd/kernels.py): a param of every job that runs
+    torch, so switching it reruns them (off: empty)."""
+    return {"exact": True} if config.get("exact") else {}
+
+
 def train_params(wildcards):
     """The cell's options that can change its result: a job's params, so a change reruns it."""
     return result_train(cell_options(wildcards))

@@ -60,6 +60,7 @@ rule forgetting_base:
     output:
         forgetting_base("{model}"),
     params:
+        exact=exact_params(),  # the exact switch (lora_tsd/kernels.py): switching it reruns
         model_name=model_name,
         model_source=model_source,
         forgetting=forgetting_params(),
@@ -85,6 +86,7 @@ rule forgetting:
     output:
         f"{RUN}/forgetting.json",
     params:
+        exact=exact_params(),
         model_name=model_name,
         model_source=model_source,
         forgetting=forgetting_params(),

@@ -14,6 +14,11 @@ from lora_tsd.pipeline import gpu_slots
 # One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
 gpu, gpu_lock = gpu_slots.claim()
 
+from lora_tsd import kernels
+
+# The exact switch pins the kernel paths: before torch loads, which reads the pins once.
+kernels.pin(snakemake.config.get("exact", False))
+
 from lora_tsd.data.tasks import TRAIN_SETS
 from lora_tsd.evaluation import scoring
 from lora_tsd.pipeline import contract, sweep
@@ -29,8 +34,7 @@ def sweep_setting(w) -> dict:
 
 
 w = snakemake.wildcards
-# batch_size only changes speed: read from the config, not a param (changing it rescores nothing).
-eval_cfg = {**snakemake.params.eval, "batch_size": snakemake.config["eval"]["batch_size"]}
+eval_cfg = dict(snakemake.params.eval)
 split = getattr(snakemake.params, "split", "test")  # "val": a sweep's validation rows
 run_info = {"method": "base"}
 adapter = snakemake.input.get("adapter")

@@ -13,6 +13,11 @@ from lora_tsd.pipeline import gpu_slots
 # One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
 gpu, gpu_lock = gpu_slots.claim()
 
+from lora_tsd import kernels
+
+# The exact switch pins the kernel paths: before torch loads, which reads the pins once.
+kernels.pin(snakemake.config.get("exact", False))
+
 from lora_tsd.data.tasks import TRAIN_SETS
 from lora_tsd.evaluation import forgetting
 from lora_tsd.pipeline import contract

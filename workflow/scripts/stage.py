@@ -14,6 +14,11 @@ from lora_tsd.pipeline import gpu_slots
 # One GPU per job: claim a free device before torch starts (no-op on a CPU machine).
 gpu, gpu_lock = gpu_slots.claim()
 
+from lora_tsd import kernels
+
+# The exact switch pins the kernel paths: before torch loads, which reads the pins once.
+kernels.pin(snakemake.config.get("exact", False))
+
 # rule -> (lora_tsd.methods module, function)
 STAGES = {"eva_init": ("eva", "eva_init"), "gradient_init": ("lora_ga", "gradient_init"),
           "corda_init": ("corda", "corda_init"), "svd_cache": ("svds", "svd_cache")}

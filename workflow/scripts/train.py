@@ -14,6 +14,11 @@ from lora_tsd.pipeline import gpu_slots
 processes = int(snakemake.params.train.get("gpus", 1))
 gpu, gpu_lock = gpu_slots.claim(count=processes)
 
+from lora_tsd import kernels
+
+# The exact switch pins the kernel paths: before torch loads, which reads the pins once.
+kernels.pin(snakemake.config.get("exact", False))
+
 from lora_tsd.data.tasks import TRAIN_SETS
 from lora_tsd.pipeline.config import RESULT_NEUTRAL, cell_train
 from lora_tsd.pipeline import shapes

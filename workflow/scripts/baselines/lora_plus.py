@@ -16,6 +16,10 @@ from lora_tsd.pipeline import gpu_slots
 
 gpu, gpu_lock = gpu_slots.claim()  # one GPU per job (no-op on a CPU machine)
 
+from lora_tsd import kernels
+
+kernels.pin(snakemake.config.get("exact", False))  # the exact switch, before torch loads
+
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
