@@ -20,10 +20,10 @@ from pathlib import Path
 
 CATEGORIES = {
     "assets": {"fetch_wheel", "build_model", "extract_task_data", "download_model", "prepare_task",
-               "build_train_set"},
-    "training": {"train", "eva_init"},
-    "evaluation": {"evaluate", "evaluate_base", "validate"},
-    "tables": {"aggregate", "plots", "select", "tuned", "sensitivity"},
+               "build_train_set", "forgetting_text"},
+    "training": {"train", "eva_init", "gradient_init", "corda_init", "svd_cache"},
+    "evaluation": {"evaluate", "evaluate_base", "validate", "forgetting", "forgetting_base"},
+    "tables": {"aggregate", "plots", "select", "tuned", "sensitivity", "explore", "compare"},
 }
 
 
