@@ -14,9 +14,12 @@ identical (every loss, adapter byte and per-item score) or not (how far apart).
 Settings: default (bf16 causal weights and scoring, as config.yaml), float32 (float32, no pins),
 exact (float32 and the pins). Times are this CPU's (host "native"), one process at a time.
 
-    python benchmarks/exactness.py [--workdir DIR] [--steps 6] [--json benchmarks/results/exactness_cpu.json]
+    python benchmarks/exactness.py [--workdir DIR] [--steps 6] [--runs RUNS] [--timeout S]
+        [--json benchmarks/results/exactness_cpu.json]
 
 DIR holds a finished default grid's resources/ (models, train sets, data): run (a) there first.
+Each host and setting's record is kept in RUNS (reused when there: a rerun does what is left); a
+process past --timeout is recorded as not finished (bf16 on an AVX2-only CPU is emulated, slowly).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,8 +49,9 @@ CELLS = [  # (model, train set, method, task scored, eval rows)
 
 
 def sha(path: Path) -> str:
+    """The adapter's weights (its config lists target modules in set order, which varies by process)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+    for f in sorted(Path(path).glob("*.safetensors")):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
@@ -88,6 +93,7 @@ def child(workdir: Path, setting: str, steps: int, out: Path) -> None:
                 r["items"], sort_keys=True).encode()).hexdigest()[:16]} for p, r in rec["results"].items()},
             "train_s": t1 - t0, "eval_s": t2 - t1, "family": TASKS[task].family}
     out.write_text(json.dumps({"results": results, "hardware": provenance.hardware()}))
+    shutil.rmtree(tmp)
 
 
 def compare(mine: dict, ref: dict) -> dict:
@@ -112,23 +118,33 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("."))
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/exactness_cpu.json"))
+    ap.add_argument("--runs", type=Path, default=Path("resources/exactness"))
+    ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--child", nargs=2, metavar=("SETTING", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args.workdir.resolve(), args.child[0], args.steps, Path(args.child[1]))
-    runs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for host, caps in HOSTS.items():
-            for setting in SETTINGS:
-                out = Path(tmp) / f"{len(runs)}.json"
+    runs, unfinished = {}, {}
+    args.runs.mkdir(parents=True, exist_ok=True)
+    for host, caps in HOSTS.items():
+        for setting in SETTINGS:
+            out = args.runs / f"{host.split(',')[0].replace(' ', '-')}-{setting}-{args.steps}.json"
+            if not out.exists():
                 env = {**os.environ, **caps, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--steps", str(args.steps),
-                                "--child", setting, str(out)], env=env, check=True, stdout=subprocess.DEVNULL)
-                runs[(host, setting)] = {**json.loads(out.read_text()), "wall_s": time.perf_counter() - t0}
-                print(f"{host:22s} {setting:8s} {runs[(host, setting)]['wall_s']:.0f} s", flush=True)
+                try:
+                    subprocess.run([sys.executable, __file__, "--workdir", str(args.workdir), "--steps",
+                                    str(args.steps), "--child", setting, str(out)], env=env, check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    unfinished[f"{host} | {setting}"] = f"not finished in {args.timeout:.0f} s"
+                    print(f"{host:22s} {setting:8s} not finished in {args.timeout:.0f} s", flush=True)
+                    continue
+                out.write_text(json.dumps({**json.loads(out.read_text()), "wall_s": time.perf_counter() - t0}))
+            runs[(host, setting)] = json.loads(out.read_text())
+            print(f"{host:22s} {setting:8s} {runs[(host, setting)]['wall_s']:.0f} s", flush=True)
     report = {"steps": args.steps, "cells": CELLS, "hosts": HOSTS, "settings": SETTINGS,
-              "machine": runs[("native", "default")]["hardware"], "runs": {}}
+              "machine": runs[("native", "default")]["hardware"], "unfinished": unfinished, "runs": {}}
     for (host, setting), run in runs.items():
         report["runs"][f"{host} | {setting}"] = {
             "host": host, "setting": setting, "cpu_capability": run["hardware"]["cpu_capability"],

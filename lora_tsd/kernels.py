@@ -43,5 +43,7 @@ def inherited(environ=os.environ) -> bool:
 
 
 def pinned(environ=os.environ) -> dict[str, str]:
-    """The kernel-path variables set in this process (for the record)."""
-    return {k: environ[k] for k in RECORDED if k in environ}
+    """The pins of this process when the exact switch set them (for the record and the SVD
+    cache's keys); empty otherwise, whatever the environment holds (a cluster's own
+    CUBLAS_WORKSPACE_CONFIG is no pin)."""
+    return {k: environ[k] for k in RECORDED if environ.get(k)} if inherited(environ) else {}

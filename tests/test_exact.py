@@ -51,6 +51,13 @@ def test_off_sets_nothing_and_the_flag_reaches_workers():
     assert kernels.inherited({kernels.FLAG: "1"})
 
 
+def test_only_the_switch_pins():
+    """A cluster's own CUBLAS_WORKSPACE_CONFIG, or a variable set empty, records no pin."""
+    assert kernels.pinned({"CUBLAS_WORKSPACE_CONFIG": ":16:8", "ATEN_CPU_CAPABILITY": "avx2"}) == {}
+    assert kernels.pinned({kernels.FLAG: "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": ""}) == {
+        "ATEN_CPU_CAPABILITY": "avx2"}
+
+
 def test_pins_by_architecture():
     assert kernels.env("x86_64") == {**kernels.X86_ENV, **kernels.GPU_ENV}
     assert kernels.env("aarch64") == kernels.GPU_ENV  # no x86 names on Arm: only the GPU's workspace
@@ -82,4 +89,6 @@ def test_svds_under_pins_are_kept_apart(monkeypatch):
     h.update(f"{tuple(w.shape)}|{w.dtype}|{torch.float32}".encode())
     assert plain == h.hexdigest()[:32]  # unpinned keys are those of before the switch: caches stay valid
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert cache.key(w, torch.float32) == plain  # a variable set by hand is no pin
+    monkeypatch.setenv(kernels.FLAG, "1")
     assert cache.key(w, torch.float32) != plain

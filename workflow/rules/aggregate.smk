@@ -84,10 +84,13 @@ def reference_file():
     return os.path.join(workflow.basedir, path)  # an absolute path stays itself
 
 
-def reference_hash():
-    """The reference's bytes as a param: a new published file redoes the comparison."""
+def reference_input(wildcards):
+    """The reference as the rule's input: a missing one stops the run before any job, naming the key."""
     path = reference_file()
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()[:16] if os.path.isfile(path) else None
+    if not os.path.isfile(path):
+        raise ValueError(f"config key 'reference': no published reference at {path} (set `reference` to the "
+                         "published leaderboard.json to compare with; default docs/reference/<name>/leaderboard.json)")
+    return path
 
 
 localrules:
@@ -100,13 +103,12 @@ rule compare:
     input:
         board=f"{GRID}/leaderboard.json",
         records=grid_cells(shared_only=True) + base_cells(),
+        reference=reference_input,
     output:
         md=f"{GRID}/comparison.md",
         json=f"{GRID}/comparison.json",
     params:
         grid=GRID,
-        reference=reference_file(),
-        reference_hash=reference_hash(),
         code=code_hash("lora_tsd.aggregate.published.compare"),
     log:
         f"{GRID}/comparison.log",
