@@ -357,3 +357,15 @@ def test_the_reference_key_validates():
     check({**base, "reference": None}, schema)
     with pytest.raises(ConfigError, match="reference"):
         check({**base, "reference": 3}, schema)
+
+
+def test_a_sweep_grid_publishes_the_settings_its_leaderboard_shows(tmp_path):
+    """A sweep cell's record counts only at a setting the leaderboard's long table holds (its
+    shared setting), so the published file and the tables read the same cells."""
+    (tmp_path / "leaderboard.csv").write_text("model,train_set,method,setting\nm,ts,lora,lr=1e-4\nm,ts,lora,\n")
+    shown = stamp.shown_settings(tmp_path)
+    assert shown == {("m", "ts", "lora", "lr=1e-4")}
+    rec = {"results": {}, "model": "m", "task": "t", "train_set": "ts", "method": "lora", "rank": 8, "seed": 0}
+    assert stamp._wanted({**rec, "setting": "lr=1e-4"}, {}, shown)
+    assert not stamp._wanted({**rec, "setting": "lr=2e-4"}, {}, shown)
+    assert stamp._wanted(rec, {}, shown) and not stamp._wanted(rec, {"seeds": [1]}, shown)

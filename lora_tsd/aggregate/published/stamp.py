@@ -5,6 +5,7 @@ metric's per-item scores, so a later run can be checked value by value and item 
 Everything but the date is a function of the grid's files (sorted keys and records)."""
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
 import json
@@ -39,9 +40,9 @@ def board(grid: str | Path) -> dict:
     return read_json(grid / BOARD, "leaderboard (run the grid first)")
 
 
-def _wanted(rec: dict, config: dict) -> bool:
-    """A test-split record of the config's models, tasks, methods, ranks and seeds (a sweep grid:
-    of each cell's shared setting, as its leaderboard); a key the config lacks filters nothing."""
+def _wanted(rec: dict, config: dict, settings: set) -> bool:
+    """A test-split record of the config's models, tasks, methods, ranks and seeds (a sweep
+    cell's: only at a setting the leaderboard shows, `settings`); a key the config lacks filters nothing."""
     if "results" not in rec or rec.get("split", "test") != "test":
         return False
     checks = [("models", rec["model"]), ("tasks", rec["task"])]
@@ -49,21 +50,27 @@ def _wanted(rec: dict, config: dict) -> bool:
         checks += [("methods", rec["method"]), ("ranks", rec.get("rank")), ("seeds", rec.get("seed"))]
     if any(key in config and value not in config[key] for key, value in checks):
         return False
-    if rec.get("method", "base") != "base" and any(config.get(s) for s in ("sweep", "family_sweep", "method_sweep")):
-        from ...pipeline import sweep  # only here: it imports the method registry (peft, torch)
+    return rec.get("setting") is None or (rec["model"], rec["train_set"], rec["method"], rec["setting"]) in settings
 
-        if sweep.active(config):
-            return rec.get("setting") == sweep.shared_label(config, rec["family"], rec["train_set"], rec["method"])
-    return True
+
+def shown_settings(grid: str | Path) -> set[tuple]:
+    """(model, train set, method, setting) of the sweep cells the leaderboard's long table holds
+    (a sweep grid's shared setting; empty without a sweep)."""
+    path = Path(grid) / "leaderboard.csv"
+    if not path.is_file():
+        return set()
+    with path.open(newline="") as f:
+        return {(r["model"], r["train_set"], r["method"], r["setting"]) for r in csv.DictReader(f) if r.get("setting")}
 
 
 def record_files(grid: str | Path, config: dict) -> list[Path]:
     """The evaluation records behind the grid's leaderboard: the base models' and every cell's
     (runs/<model>/<train_set>/<method>/r<rank>[/<setting>]/s<seed>/eval/<task>.json)."""
-    runs = Path(grid) / "runs"
+    runs, settings = Path(grid) / "runs", shown_settings(grid)
     found = [*runs.glob("*/base/*.json"), *runs.glob("*/*/*/r*/s*/eval/*.json"),
              *runs.glob("*/*/*/r*/*/s*/eval/*.json")]
-    return sorted(p for p in found if p.name != "forgetting.json" and _wanted(json.loads(p.read_text()), config))
+    return sorted(p for p in found if p.name != "forgetting.json"
+                  and _wanted(json.loads(p.read_text()), config, settings))
 
 
 def item_lists(protocol: str, res: dict) -> dict[str, dict]:
