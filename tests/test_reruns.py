@@ -138,8 +138,8 @@ def _run(repo: Path, work: Path, config: str, *extra: str) -> subprocess.Complet
 def _dry_run(repo, work, config="a.yaml", *extra, **changes) -> str:
     """A dry run's output, with `changes` merged into the config's sections."""
     cfg = yaml.safe_load((work / config).read_text())
-    for section, values in changes.items():
-        cfg[section] = {**cfg.get(section, {}), **values}
+    for section, values in changes.items():  # a section's keys merged; a top-level value replaced
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
     (work / "planned.yaml").write_text(yaml.safe_dump(cfg))
     out = _run(repo, work, "planned.yaml", "-n", *extra)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -13,7 +13,7 @@ from lora_tsd.data.prepare import train_set_origin
 from lora_tsd.data.tasks import TASKS, TRAIN_SETS, train_sets_for
 from lora_tsd.methods.registry import METHODS
 from lora_tsd.pipeline import assets, hub, sweep
-from lora_tsd.pipeline.codehash import code_hash
+from lora_tsd.pipeline.codehash import code_hash as package_code_hash
 from lora_tsd.pipeline.config import SCHEMA as CONFIG_SCHEMA
 from lora_tsd.pipeline.config import (ConfigError, cell_train, check, external_rule_problems, known_methods,
                                       local_path, merge_train, result_config, result_eval, result_train, result_tsd,
@@ -191,10 +191,11 @@ def cell_options(wildcards):
     return {**cfg, "target_modules": targets} if targets else cfg
 
 
-def exact_params():
-    """The exact switch where it is on (lora_tsd/kernels.py): a param of every job that runs
-    torch, so switching it reruns them (off: empty)."""
-    return {"exact": True} if config.get("exact") else {}
+def code_hash(entry, method=None):
+    """The code hash a job's params carry (lora_tsd/pipeline/codehash.py); under the exact switch
+    it names the switch too: the pinned kernels are code the job runs, so switching it reruns
+    every job (off: the hash alone, as before the switch existed)."""
+    return package_code_hash(entry, method) + ("+exact" if config.get("exact") else "")
 
 
 def train_params(wildcards):

@@ -13,7 +13,6 @@ rule evaluate:
     output:
         f"{RUN}/eval/{{task}}.json",
     params:
-        exact=exact_params(),  # the exact switch (lora_tsd/kernels.py): switching it reruns
         model_name=model_name,
         model_source=model_source,
         eval=eval_params(),
@@ -39,7 +38,6 @@ rule evaluate_base:
     output:
         GRID + "/runs/{model}/base/{task}.json",
     params:
-        exact=exact_params(),
         model_name=model_name,
         model_source=model_source,
         eval=eval_params(),
@@ -60,7 +58,6 @@ use rule evaluate as validate with:
     output:
         f"{RUN}/val/{{task}}.json",
     params:
-        exact=exact_params(),
         model_name=model_name,
         model_source=model_source,
         eval=eval_params(),

@@ -60,7 +60,6 @@ rule forgetting_base:
     output:
         forgetting_base("{model}"),
     params:
-        exact=exact_params(),  # the exact switch (lora_tsd/kernels.py): switching it reruns
         model_name=model_name,
         model_source=model_source,
         forgetting=forgetting_params(),
@@ -86,7 +85,6 @@ rule forgetting:
     output:
         f"{RUN}/forgetting.json",
     params:
-        exact=exact_params(),
         model_name=model_name,
         model_source=model_source,
         forgetting=forgetting_params(),

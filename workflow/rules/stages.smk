@@ -9,7 +9,6 @@ rule eva_init:
     output:
         GRID + "/stages/{model}/{train_set}/eva_r{rank}.pt",
     params:
-        exact=exact_params(),  # the exact switch (lora_tsd/kernels.py): switching it reruns
         model_source=model_source,
         train=lambda wc: train_params(SimpleNamespace(**dict(wc.items()), method="eva")),
         code=code_hash("lora_tsd.methods.eva", "eva"),
@@ -33,7 +32,6 @@ use rule eva_init as gradient_init with:
     output:
         GRID + "/stages/{model}/{train_set}/{method}_grad_s{seed}.pt",
     params:
-        exact=exact_params(),
         model_source=model_source,
         train=train_params,
         code=lambda wc: code_hash("lora_tsd.methods.lora_ga", wc.method),
@@ -52,7 +50,6 @@ use rule eva_init as corda_init with:
     output:
         GRID + "/stages/{model}/{train_set}/corda_r{rank}.pt",
     params:
-        exact=exact_params(),
         model_source=model_source,
         train=lambda wc: train_params(SimpleNamespace(**dict(wc.items()), method="corda")),
         code=code_hash("lora_tsd.methods.corda", "corda"),
@@ -76,7 +73,6 @@ rule svd_cache:
     output:
         "resources/svd/{model}/{base_dtype}-{svd_dtype}.json",
     params:
-        exact=exact_params(),
         model_source=model_source,
         kind=lambda wc: models.kind(model_name(wc), config["model_kinds"]),
         target_modules=lambda wc: config["target_modules"].get(model_name(wc)),

@@ -12,7 +12,6 @@ rule train:
         metrics=f"{RUN}/train.json",
         analysis=f"{RUN}/tsd_analysis.npz",
     params:
-        exact=exact_params(),  # the exact switch (lora_tsd/kernels.py): switching it reruns
         model_name=model_name,
         model_source=model_source,
         train=train_params,

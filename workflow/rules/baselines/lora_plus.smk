@@ -12,7 +12,6 @@ rule train_lora_plus:
         adapter=directory(external_run("lora_plus") + "/adapter"),
         metrics=external_run("lora_plus") + "/train.json",
     params:
-        exact=exact_params(),  # the exact switch (lora_tsd/kernels.py): switching it reruns
         model_name=model_name,
         model_source=model_source,
         train=lambda wc: train_params(external_wildcards(wc, "lora_plus")),
