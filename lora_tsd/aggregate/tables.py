@@ -163,8 +163,14 @@ UP, DOWN = " ▲", " ▼"  # the paired difference with LoRA has a 95% CI above 
 
 
 def arrow(r) -> str:
-    """▲/▼ for a significant comparison (its CI excludes 0), else nothing."""
-    return (UP if r.diff > 0 else DOWN) if r.significant else ""
+    """▲/▼ for a significant comparison (a row of `uncertainty.comparisons`, as a mapping: its CI
+    excludes 0), else nothing."""
+    return (UP if r["diff"] > 0 else DOWN) if r["significant"] else ""
+
+
+def paired_cell(r) -> str:
+    """A paired comparison with LoRA as the tables write it: diff [95% CI] p, and its mark."""
+    return f"{r['diff']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] {_p(r['p'])}{arrow(r)}"
 
 
 def task_columns(names) -> list[str]:
@@ -178,7 +184,7 @@ def marks(compared: pd.DataFrame | None) -> dict[tuple, str]:
     if compared is None or compared.empty:
         return {}
     sig = compared[compared.significant]
-    return {(r.model, r.method, r.rank, r.task, r.metric): arrow(r) for r in sig.itertuples()}
+    return {(r["model"], r["method"], r["rank"], r["task"], r["metric"]): arrow(r) for r in sig.to_dict("records")}
 
 
 def family_table(summary: pd.DataFrame, family: str, protocol: str, df: pd.DataFrame | None = None,
@@ -248,9 +254,8 @@ def comparison_table(compared: pd.DataFrame, family: str, protocol: str) -> pd.D
     part = compared[(compared.family == family) & (compared.protocol == protocol)]
     if part.empty:
         return pd.DataFrame()
-    part = part.assign(column=part["task"] + " " + part["metric"], cell=[
-        f"{r.diff:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}] {_p(r.p)}{arrow(r)}"
-        for r in part.itertuples()])
+    part = part.assign(column=part["task"] + " " + part["metric"],
+                       cell=[paired_cell(r) for r in part.to_dict("records")])
     table = part.pivot_table(index=["model", "method", "rank"], columns="column", values="cell", aggfunc="first",
                              sort=False)
     columns = task_columns(part["column"])

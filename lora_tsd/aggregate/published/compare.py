@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ... import atomic
+from .. import tables
 from . import stamp
 
 CELL = ["family", "protocol", "model", "method", "rank", "task", "metric"]
@@ -174,8 +175,8 @@ def difference_text(d: dict) -> str:
 
 
 def mark(row: dict) -> str:
-    """▲/▼ where a paired comparison with LoRA is significant (its CI excludes 0)."""
-    return ("▲" if row["diff"] > 0 else "▼") if row.get("significant") else ""
+    """▲/▼ where a paired comparison with LoRA is significant (the tables' mark, bare)."""
+    return tables.arrow(row).strip()
 
 
 def flips(published: dict, fresh: dict) -> list[dict]:

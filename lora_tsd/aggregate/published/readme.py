@@ -9,8 +9,9 @@ import re
 from pathlib import Path
 
 from ... import atomic
+from .. import tables
 from ..uncertainty import BASELINE
-from . import compare, stamp
+from . import stamp
 
 REFERENCE = "docs/reference/default/leaderboard.json"
 BEGIN = ("<!-- published tables: begin (python -m lora_tsd.aggregate.published readme writes this block from the "
@@ -75,11 +76,7 @@ def score(row: dict | None) -> str:
 
 
 def paired(row: dict | None) -> str:
-    if row is None:
-        return "-"
-    p = "p<0.001" if row["p"] < 0.001 else f"p={row['p']:.3f}"
-    arrow = compare.mark(row)
-    return f"{row['diff']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] {p}" + (f" {arrow}" if arrow else "")
+    return "-" if row is None else tables.paired_cell(row)
 
 
 def _line(cells: list[str]) -> str:
