@@ -25,7 +25,7 @@ def out_of_memory(what: str, levers: list[str]):
 def train_levers(cfg: dict) -> list[str]:
     batch, micro = cfg["batch_size"], cfg.get("micro_batch_size") or cfg["batch_size"]
     return [f"train.micro_batch_size (now {micro}): smaller micro-batches accumulate to batch_size {batch}; "
-            "results do not change",
+            "the same gradient up to rounding",
             f"train.max_length (now {cfg['max_length']}): shorter rows (changes results)",
             "a larger GPU for this rule (the profile's gpu_model / mem_mb)"]
 

@@ -6,7 +6,7 @@ from lora_tsd.pipeline import codehash
 
 # Bottom to top; a module may import from its own wing and the wings below it.
 WINGS = ["leaves", "data", "models", "methods", "training", "evaluation", "aggregate", "pipeline"]
-LEAVES = {"lora_tsd", "lora_tsd.atomic", "lora_tsd.kernels", "lora_tsd.provenance", "lora_tsd.faults", "lora_tsd.tiny"}
+LEAVES = {"lora_tsd", "lora_tsd.atomic", "lora_tsd.kernels", "lora_tsd.lowrank", "lora_tsd.provenance", "lora_tsd.faults", "lora_tsd.tiny"}
 
 
 def _modules() -> list[str]:

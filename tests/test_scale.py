@@ -13,8 +13,9 @@ import weakref
 
 import pytest
 import torch
+from peft import PeftModel
 
-from lora_tsd import models
+from lora_tsd import lowrank, models
 from lora_tsd.methods import hooks, registry
 from lora_tsd.pipeline import config
 from lora_tsd.tiny import make_llama, make_tokenizer
@@ -93,10 +94,11 @@ def test_bf16_scoring_keeps_the_adapter_unmerged_and_close_to_float32(model_dir,
     ids = make_tokenizer()(["Question: the sky is red. Which colour?\nAnswer: red"], return_tensors="pt")["input_ids"]
     merged, _ = models.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.float32)
     side, _ = models.load_for_eval(str(model_dir), tmp_path / "adapter", dtype=torch.bfloat16)
-    assert not hasattr(merged, "peft_config") and hasattr(side, "peft_config")
-    lora = [p for n, p in side.named_parameters() if "lora_" in n]
-    assert lora and {p.dtype for p in lora} == {torch.float32}
-    assert {p.dtype for n, p in side.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    assert not isinstance(merged, PeftModel) and not isinstance(side, PeftModel)
+    branches = [m for m in side.modules() if isinstance(m, lowrank.LowRankLinear)]
+    assert len(branches) == len(TARGETS) * side.config.num_hidden_layers  # every adapted layer, unmerged
+    assert {b.up.dtype for b in branches} == {b.down.dtype for b in branches} == {torch.bfloat16}
+    assert {p.dtype for p in side.parameters()} == {torch.bfloat16}
     with torch.no_grad():
         full, half = merged(ids).logits, side(ids).logits.float()
     assert torch.allclose(full, half, atol=0.1 * full.abs().max()), (full - half).abs().max()

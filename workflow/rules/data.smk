@@ -3,6 +3,7 @@
 
 
 rule prepare_task:
+    priority: PRIORITY_ASSETS
     input:
         raw=lambda wc: (
             ["resources/raw/{task}"]
@@ -22,6 +23,7 @@ rule prepare_task:
 
 
 rule build_train_set:
+    priority: PRIORITY_ASSETS
     input:
         unpack(train_set_tasks),
     output:

@@ -39,6 +39,7 @@ def forgetting_minutes(wildcards):
 
 
 rule forgetting_text:
+    priority: PRIORITY_ASSETS
     input:
         wheel=[] if general_text.is_hub(_text) else [wheel_path(general_text.TEXTS[_text].package)],
     output:
@@ -49,8 +50,8 @@ rule forgetting_text:
         code=code_hash("lora_tsd.data.general_text"),
     log:
         f"logs/forgetting_text/{os.path.basename(FORGETTING_SAMPLE)}.log",
-    run:
-        general_text.write_sample(params.text, params.rows, output[0], input.wheel[0] if input.wheel else None)
+    script:
+        "../scripts/forgetting_text.py"
 
 
 rule forgetting_base:

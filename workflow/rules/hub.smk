@@ -3,6 +3,7 @@
 
 
 rule download_model:
+    priority: PRIORITY_ASSETS
     output:
         "resources/hub/{model}.json",
     params:
@@ -10,5 +11,5 @@ rule download_model:
         kind=lambda wc: models.kind(model_name(wc), config["model_kinds"]),
     log:
         "logs/download_model/{model}.log",
-    run:
-        hub.download_model(params.name, params.kind, output[0])
+    script:
+        "../scripts/download_model.py"

@@ -3,6 +3,7 @@
 
 
 rule eva_init:
+    priority: PRIORITY_TRAINING
     input:
         model=model_input,
         data=lambda wc: train_set_dir(wc.train_set),
@@ -68,6 +69,7 @@ use rule eva_init as corda_init with:
 # and seconds per matrix); the entries are the cache's own files. Cells take it as an ancient
 # input: a rerun of this stage (its code, the cache switched on or off) retrains nothing.
 rule svd_cache:
+    priority: PRIORITY_TRAINING
     input:
         model=model_input,
     output:

@@ -2,6 +2,7 @@
 
 
 rule train:
+    priority: PRIORITY_TRAINING
     input:
         model=model_input,
         data=lambda wc: train_set_dir(wc.train_set),

@@ -5,6 +5,7 @@
 
 
 rule train_lora_plus:
+    priority: PRIORITY_TRAINING
     input:
         model=model_input,
         data=lambda wc: train_set_dir(wc.train_set),
