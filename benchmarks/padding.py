@@ -5,8 +5,10 @@ rounding (tests/test_train.py checks it); only the time differs.
 
     python benchmarks/padding.py [--model resources/models/smollm2-135m-instruct]
                                  [--train-set resources/train_sets/commonsense170k] [--steps 6]
+                                 [--dtype bfloat16]
 
-Writes benchmarks/results/padding_<device>.json. Modes alternate step by step so machine
+Frozen weights in --dtype (the default grid's train.base_dtype: bfloat16; the float32 files
+carry no suffix). Writes benchmarks/results/padding_cpu_<train set>[_<dtype>].json. Modes alternate step by step so machine
 noise hits them alike; medians and their ratio to the padded batch are reported."""
 from __future__ import annotations
 
@@ -43,11 +45,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", choices=sorted(models.DTYPES), default="bfloat16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     name = Path(args.train_set).name
     fmt = TRAIN_SETS[name].format
-    base, tokenizer, extra = models.load_for_training(args.model, name, 0)
+    base, tokenizer, extra = models.load_for_training(args.model, name, 0, dtype=models.DTYPES[args.dtype])
     cfg = {"lora_alpha_ratio": 2, "lora_dropout": 0.0, "batch_size": args.batch_size, "max_length": args.max_length}
     model = registry.attach("lora", base, 8, cfg, models.target_modules(base), **extra)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -63,11 +66,12 @@ def main() -> None:
         for mode, size in modes.items():
             times[mode].append(step_seconds(model, batch, {**cfg, "micro_batch_size": size}, params, fmt))
     med = {m: statistics.median(t[1:] or t) for m, t in times.items()}  # the first step warms up
-    result = {"model": args.model, "train_set": args.train_set, "steps": args.steps, "threads": args.threads,
+    result = {"model": args.model, "train_set": args.train_set, "dtype": args.dtype, "steps": args.steps,
+              "threads": args.threads,
               "padding_share": 1 - real / padded, "median_step_s": med,
               "ratio_to_whole_batch": {m: med[m] / med["whole batch"] for m in modes},
               "git_commit": provenance.git_commit(), "hardware": provenance.hardware()}
-    out = HERE / "results" / f"padding_cpu_{name}.json"
+    out = HERE / "results" / f"padding_cpu_{name}{'' if args.dtype == 'float32' else '_' + args.dtype}.json"
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
