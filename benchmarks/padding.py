@@ -50,6 +50,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     name = Path(args.train_set).name
     fmt = TRAIN_SETS[name].format
+    if fmt == "classification":
+        args.dtype = "float32"  # encoders always train in float32
     base, tokenizer, extra = models.load_for_training(args.model, name, 0, dtype=models.DTYPES[args.dtype])
     cfg = {"lora_alpha_ratio": 2, "lora_dropout": 0.0, "batch_size": args.batch_size, "max_length": args.max_length}
     model = registry.attach("lora", base, 8, cfg, models.target_modules(base), **extra)

@@ -25,6 +25,14 @@ class LowRankLinear(nn.Module):
         self.register_buffer("up", up)  # (out, k)
         self.register_buffer("down", down)  # (k, in)
 
+    @property
+    def weight(self) -> torch.Tensor:  # what code reading a linear layer expects (peft's layers pass it too)
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         h = nn.functional.linear(x.to(self.down.dtype), self.down)
@@ -41,22 +49,24 @@ def factors(layer: LoraLinear, adapter: str = "default") -> tuple[torch.Tensor, 
 
 
 def _plain(layer) -> bool:
-    """A single plain LoRA adapter on an ordinary linear layer (DoRA and the rest stay peft's)."""
+    """A single plain LoRA adapter on an ordinary linear layer: no variant (DoRA, aLoRA and the
+    rest have a forward of their own and stay peft's), no LoRA bias."""
     return (isinstance(layer, LoraLinear) and list(layer.lora_A) == ["default"]
-            and not layer.use_dora.get("default", False) and not layer.lora_bias.get("default", False)
+            and "default" not in layer.lora_variant and not layer.lora_bias.get("default", False)
             and not layer.fan_in_fan_out and type(layer.get_base_layer()) is nn.Linear)
 
 
-def side_branches(model, dtype: torch.dtype):
-    """Replace every plain LoRA layer of a peft model by its LowRankLinear in `dtype`; returns the
-    model (the transformers model itself when no peft layer is left) and how many layers were
-    replaced."""
+def side_branches(model):
+    """Replace every plain LoRA layer of a peft model by its LowRankLinear in the frozen weight's
+    dtype; returns the model (the transformers model itself when no peft layer is left) and how
+    many layers were replaced."""
     plain = [(name, m) for name, m in model.named_modules() if _plain(m)]
     for name, layer in plain:
         parent, _, child = name.rpartition(".")
         up, down = factors(layer)
-        device = layer.get_base_layer().weight.device
-        fast = LowRankLinear(layer.get_base_layer(), up.to(device, dtype), down.to(device, dtype))
+        base = layer.get_base_layer()
+        fast = LowRankLinear(base, up.to(base.weight.device, base.weight.dtype),
+                             down.to(base.weight.device, base.weight.dtype))
         setattr(model.get_submodule(parent), child, fast)
     left = any(isinstance(m, BaseTunerLayer) for m in model.modules())
     return (model if left else model.get_base_model()), len(plain)

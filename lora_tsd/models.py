@@ -190,7 +190,7 @@ def load_for_eval(model_src: str, adapter: str | Path | None, kind: str = "causa
         else:
             from . import lowrank
 
-            model, _ = lowrank.side_branches(model, dtype)
+            model, _ = lowrank.side_branches(model)
     if kind != "encoder":
         contiguous_head_input(model)
     return model.eval(), tokenizer
@@ -201,4 +201,6 @@ def contiguous_head_input(model) -> None:
     hidden states as a strided view, and over frozen weights (requires_grad False: an adapter's
     base, a merged model) torch's matmul then runs a batched product over a copy of the head's
     weight per row instead of one matrix product: a 60-prompt SmolLM2 prefill took 18 s, not 8."""
-    model.get_output_embeddings().register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))

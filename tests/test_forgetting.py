@@ -142,7 +142,7 @@ def test_the_base_record_holds_the_hand_computed_ce(base_dir, sample, tokenizer,
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_an_adapter_that_changes_nothing_forgets_exactly_zero(base_dir, sample, tokenizer, tmp_path, dtype):
-    """(a) LoRA at its init (B = 0), merged (float32) or as a float32 side branch over bf16 weights."""
+    """(a) LoRA at its init (B = 0), merged (float32) or as a bf16 side branch over bf16 weights."""
     _lora(base_dir, tokenizer).save_pretrained(tmp_path / "adapter")
     forgetting.run("tiny-llama", str(base_dir), sample, None, _options(dtype), tmp_path / "base.json",
                    {"method": "base"})

@@ -27,7 +27,7 @@ def test_float32_side_branches_give_peft_logits_and_unwrap(tiny_model):
     ids = torch.randint(0, 1000, (3, 12))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-        fast, replaced = lowrank.side_branches(model, torch.float32)
+        fast, replaced = lowrank.side_branches(model)
         got = fast(input_ids=ids).logits
     assert replaced == len(TARGETS) * tiny_model.config.num_hidden_layers
     assert not isinstance(fast, PeftModel)  # nothing of peft left: the transformers model itself
@@ -70,17 +70,41 @@ def test_an_update_whose_factors_cancel_keeps_its_precision_in_bf16():
     assert err(naive) > 10 * err(ours)
 
 
-def test_the_side_branch_adds_into_the_frozen_output_in_bf16():
-    layer = _cancelling_layer()
-    base = layer.get_base_layer()
+def _layer(out: int, bias: bool):
+    """One trained-looking LoRA layer (A and B random) of rank 8 on a 64 -> `out` linear layer."""
+    torch.manual_seed(3)
+    holder = nn.Sequential()
+    holder.add_module("proj", nn.Linear(64, out, bias=bias))
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["proj"], init_lora_weights=False)
+    return get_peft_model(holder, config).base_model.model.proj.eval()
+
+
+@pytest.mark.parametrize("out, bias", [(48, False), (6, True)])  # rank 8 above 6 outputs; a bias
+def test_the_side_branch_is_peft_s_layer_in_float32(out, bias):
+    layer = _layer(out, bias)
     up, down = lowrank.factors(layer)
-    branch = lowrank.LowRankLinear(base.bfloat16(), up.bfloat16(), down.bfloat16())
-    x = torch.randn(2, 5, 64).bfloat16()
+    branch = lowrank.LowRankLinear(layer.get_base_layer(), up, down)
+    x = torch.randn(2, 5, 64)
     with torch.no_grad():
-        got = branch(x)
-        want = base(x).float() + (x.float() @ down.T) @ up.T
+        assert torch.allclose(branch(x), layer(x), atol=1e-5)
+    assert branch.weight is layer.get_base_layer().weight and branch.bias is layer.get_base_layer().bias
+
+
+def test_the_side_branch_adds_the_update_into_the_frozen_output_in_bf16():
+    layer = _layer(48, False)
+    base = layer.get_base_layer()
+    x = torch.randn(2, 5, 64)
+    with torch.no_grad():
+        update = (layer(x) - base(x)).double()  # peft's own update, float32
+        up, down = lowrank.factors(layer)
+        half = base.bfloat16()
+        branch = lowrank.LowRankLinear(half, up.bfloat16(), down.bfloat16())
+        got = branch(x.bfloat16())
+        added = got.double() - half(x.bfloat16()).double()  # what the branch added, rounded into y
     assert got.dtype == torch.bfloat16 and got.shape == (2, 5, 48)
-    assert torch.allclose(got.float(), want, atol=0.05, rtol=0.02)
+    ulp = half(x.bfloat16()).double().abs().max() * 2 ** -8  # bf16's spacing at the output's scale
+    assert (added - update).abs().max() < 2 * ulp + 0.02 * update.abs().max()
+    assert update.abs().max() > 20 * ulp  # an update well above rounding: the check has teeth
 
 
 def test_layers_it_does_not_cover_stay_with_peft(tiny_model):
@@ -88,7 +112,7 @@ def test_layers_it_does_not_cover_stay_with_peft(tiny_model):
     ids = torch.randint(0, 1000, (2, 7))
     with torch.no_grad():
         expected = model(input_ids=ids).logits
-        same, replaced = lowrank.side_branches(model, torch.float32)
+        same, replaced = lowrank.side_branches(model)
         got = same(input_ids=ids).logits
     assert replaced == 0 and same is model  # DoRA's magnitude is not a low-rank term: peft scores it
     assert torch.equal(got, expected)

@@ -99,9 +99,11 @@ def test_bf16_scoring_keeps_the_adapter_unmerged_and_close_to_float32(model_dir,
     assert len(branches) == len(TARGETS) * side.config.num_hidden_layers  # every adapted layer, unmerged
     assert {b.up.dtype for b in branches} == {b.down.dtype for b in branches} == {torch.bfloat16}
     assert {p.dtype for p in side.parameters()} == {torch.bfloat16}
+    base = models.load_for_eval(str(model_dir), None, dtype=torch.bfloat16)[0]
     with torch.no_grad():
-        full, half = merged(ids).logits, side(ids).logits.float()
+        full, half, untuned = merged(ids).logits, side(ids).logits.float(), base(ids).logits.float()
     assert torch.allclose(full, half, atol=0.1 * full.abs().max()), (full - half).abs().max()
+    assert (half - untuned).abs().max() > 2 * (full - half).abs().max()  # the update is there, not rounded away
     assert (full.argmax(-1) == half.argmax(-1)).float().mean() > 0.9
 
 
