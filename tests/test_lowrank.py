@@ -43,14 +43,21 @@ def _base_logits(ids):
         return make_llama(vocab_size=1000, seed=0)(input_ids=ids).logits
 
 
+def _layer(out: int, bias: bool, alpha: int = 16, seed: int = 3):
+    """One trained-looking LoRA layer (A and B random) of rank 8 on a 64 -> `out` linear layer."""
+    torch.manual_seed(seed)
+    holder = nn.Sequential()
+    holder.add_module("proj", nn.Linear(64, out, bias=bias))
+    config = LoraConfig(r=8, lora_alpha=alpha, target_modules=["proj"], init_lora_weights=False)
+    layer = get_peft_model(holder, config).base_model.model.proj.eval()
+    assert isinstance(layer, LoraLinear)
+    return layer
+
+
 def _cancelling_layer():
     """One LoRA layer exported as a residualised init is: B = [B1, -B0], A = [A1; A0] with
     B1 A1 close to B0 A0, so its update is a small difference of large factors."""
-    torch.manual_seed(2)
-    holder = nn.Sequential()
-    holder.add_module("proj", nn.Linear(64, 48, bias=False))
-    layer = get_peft_model(holder, LoraConfig(r=8, lora_alpha=8, target_modules=["proj"])).base_model.model.proj
-    assert isinstance(layer, LoraLinear)
+    layer = _layer(48, False, alpha=8, seed=2)  # scaling 1
     b0, a0 = torch.randn(48, 4), torch.randn(4, 64)
     layer.lora_B["default"].weight.data = torch.cat([b0 + 1e-3 * torch.randn(48, 4), -b0], dim=1)
     layer.lora_A["default"].weight.data = torch.cat([a0 + 1e-3 * torch.randn(4, 64), a0], dim=0)
@@ -68,15 +75,6 @@ def test_an_update_whose_factors_cancel_keeps_its_precision_in_bf16():
     err = lambda y: float((y.double() - exact).norm() / exact.norm())  # noqa: E731
     assert err(ours) < 2e-2
     assert err(naive) > 10 * err(ours)
-
-
-def _layer(out: int, bias: bool):
-    """One trained-looking LoRA layer (A and B random) of rank 8 on a 64 -> `out` linear layer."""
-    torch.manual_seed(3)
-    holder = nn.Sequential()
-    holder.add_module("proj", nn.Linear(64, out, bias=bias))
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["proj"], init_lora_weights=False)
-    return get_peft_model(holder, config).base_model.model.proj.eval()
 
 
 @pytest.mark.parametrize("out, bias", [(48, False), (6, True)])  # rank 8 above 6 outputs; a bias
